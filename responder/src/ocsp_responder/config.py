@@ -1,0 +1,414 @@
+"""Configuration: one TOML file (read with :mod:`tomllib`) to typed, validated values.
+
+The reference for every key is ``responder/docs/config.md``. This module checks the
+shape of the file (types, ranges, unknown keys, that named files exist); what is
+*inside* the certificate, key and status files is checked when they are loaded
+(:mod:`ocsp_responder.issuers`), with the same error type and key paths.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Bounds from the issue/RFC 5019 practice: responses valid 1 hour .. 10 days.
+MIN_VALIDITY = 3600
+MAX_VALIDITY = 10 * 86400
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SOURCE_KINDS = ("index", "crl")
+RESPONDER_IDS = ("by_key", "by_name")
+SIGNATURE_HASHES = ("sha256", "sha384", "sha512")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """The configuration (or a file it names) has one or more problems.
+
+    Attributes:
+        problems: one human-readable line per problem, each of the form
+            ``"FILE: key.path: what is wrong"``.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Problems:
+    """Collects problems with their key paths, so that all of them are reported at once.
+
+    Args:
+        file: the config file path, the prefix of every problem line.
+    """
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.lines: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        """Record that ``key`` (a dotted key path, e.g. ``issuer[1].source.path``) is wrong."""
+        self.lines.append(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+
+    def raise_if_any(self) -> None:
+        """Raise :class:`ConfigError` with every recorded problem, if there are any."""
+        if self.lines:
+            raise ConfigError(self.lines)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The ``[server]`` table: process-wide settings (units in the field names' docs).
+
+    Attributes:
+        bind: gunicorn listen address, ``HOST:PORT`` or ``unix:PATH``.
+        workers: gunicorn worker processes.
+        max_request_size: largest accepted request body, octets.
+        http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
+        refresh_fraction: fraction of a response's validity after which it is re-signed.
+        cache_size: pre-signed responses kept per worker (0 disables the cache).
+        reload_interval: seconds between checks of the status source files.
+        log_level: ``debug`` .. ``error``.
+        access_log: log one line per HTTP request.
+    """
+
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    max_request_size: int = 10240
+    http_cache_max_age: int = 60
+    refresh_fraction: float = 0.5
+    cache_size: int = 100_000
+    reload_interval: float = 1.0
+    log_level: str = "info"
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The ``[issuer.source]`` table.
+
+    Attributes:
+        kind: ``"index"`` (OpenSSL CA database) or ``"crl"`` (CRL files).
+        paths: one index.txt for ``index``; one or more CRL files for ``crl``.
+    """
+
+    kind: str
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """One ``[[issuer]]`` table: a CA we answer for and its delegated signer.
+
+    Attributes:
+        key: the key path of this table in problem messages, e.g. ``issuer[1]``.
+        name: label for logs.
+        ca_certificate, signer_certificate, signer_key: PEM or DER files.
+        signer_key_passphrase_file: optional file holding the key's passphrase.
+        response_validity: seconds from thisUpdate to nextUpdate.
+        responder_id: ``by_key`` or ``by_name`` (RFC 6960 section 4.2.1 ResponderID).
+        signature_hash: hash name for the response signature.
+        source: where certificate status comes from.
+    """
+
+    key: str
+    name: str
+    ca_certificate: Path
+    signer_certificate: Path
+    signer_key: Path
+    signer_key_passphrase_file: Path | None
+    response_validity: int
+    responder_id: str
+    signature_hash: str
+    source: SourceConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration.
+
+    Attributes:
+        path: the file it was read from (absolute).
+        server: the ``[server]`` settings.
+        issuers: the ``[[issuer]]`` entries, in file order (at least one).
+    """
+
+    path: Path
+    server: ServerConfig
+    issuers: tuple[IssuerConfig, ...]
+
+
+class _Table:
+    """Typed access to one TOML table that records problems instead of raising."""
+
+    def __init__(self, data: dict[str, Any], key: str, problems: Problems) -> None:
+        self.data = data
+        self.key = key
+        self.problems = problems
+        self.seen: set[str] = set()
+
+    def _path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def get(
+        self,
+        name: str,
+        kind: type[T],
+        default: T | None = None,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T | None:
+        """Return ``data[name]`` if it has type ``kind`` and passes ``check``.
+
+        A missing key gives ``default`` (a problem if ``default`` is None); a wrong
+        type or a failed check records a problem and gives ``default``.
+        ``check`` returns an error message or None.
+        """
+        self.seen.add(name)
+        if name not in self.data:
+            if default is None:
+                self.problems.add(self._path(name), "required key is missing")
+            return default
+        value = self.data[name]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            self.problems.add(
+                self._path(name), f"expected {_type_name(kind)}, got {_type_name(type(value))}"
+            )
+            return default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problems.add(self._path(name), f"{message} (got {value!r})")
+                return default
+        return value  # type: ignore[no-any-return]
+
+    def path(self, name: str, base: Path, required: bool = True) -> Path | None:
+        """Return the file named by ``data[name]`` resolved against ``base``; it must exist."""
+        if not required and name not in self.data:
+            self.seen.add(name)
+            return None
+        raw = self.get(name, str, None if required else "")
+        if not raw:
+            return None
+        return _existing_file(base / raw, self._path(name), self.problems)
+
+    def reject_unknown(self) -> None:
+        """Record a problem for every key of the table that was never asked for."""
+        for name in sorted(set(self.data) - self.seen):
+            self.problems.add(self._path(name), "unknown key")
+
+
+def _type_name(kind: type) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+    }.get(kind, kind.__name__)
+
+
+def _existing_file(path: Path, key: str, problems: Problems) -> Path | None:
+    if not path.is_file():
+        problems.add(key, f"file not found: {path}")
+        return None
+    return path
+
+
+def _in_range(low: float, high: float, unit: str = "") -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        if low <= value <= high:
+            return None
+        return f"must be between {low:g} and {high:g}{unit}"
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a configuration file.
+
+    Args:
+        path: the TOML file.
+
+    Returns:
+        The validated :class:`Config`, with every path made absolute.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML (with line and column), or has
+            one or more problems; every problem is listed with its key path.
+    """
+    file = Path(path).absolute()
+    problems = Problems(file)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}: not valid TOML: {exc}"]) from exc
+
+    top = _Table(data, "", problems)
+    server = _load_server(top, problems)
+    issuers = _load_issuers(top, file.parent, problems)
+    top.reject_unknown()
+    problems.raise_if_any()
+    return Config(path=file, server=server, issuers=tuple(issuers))
+
+
+def _load_server(top: _Table, problems: Problems) -> ServerConfig:
+    raw = top.get("server", dict, {})
+    table = _Table(raw or {}, "server", problems)
+    d = ServerConfig()
+    server = ServerConfig(
+        bind=table.get("bind", str, d.bind, _check_bind) or d.bind,
+        workers=table.get("workers", int, d.workers, _in_range(1, 64)) or d.workers,
+        max_request_size=table.get(
+            "max_request_size", int, d.max_request_size, _in_range(256, 1048576, " octets")
+        )
+        or d.max_request_size,
+        http_cache_max_age=_or(
+            table.get(
+                "http_cache_max_age", int, d.http_cache_max_age, _in_range(0, MAX_VALIDITY, " s")
+            ),
+            d.http_cache_max_age,
+        ),
+        refresh_fraction=table.get("refresh_fraction", float, d.refresh_fraction, _check_fraction)
+        or d.refresh_fraction,
+        cache_size=_or(
+            table.get("cache_size", int, d.cache_size, _in_range(0, 10_000_000)), d.cache_size
+        ),
+        reload_interval=table.get(
+            "reload_interval", float, d.reload_interval, _in_range(0.1, 3600, " s")
+        )
+        or d.reload_interval,
+        log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)) or d.log_level,
+        access_log=_or(table.get("access_log", bool, d.access_log), d.access_log),
+    )
+    table.reject_unknown()
+    return server
+
+
+def _or(value: T | None, default: T) -> T:
+    """``value`` unless it is None (unlike ``or``, keeps 0 and False)."""
+    return default if value is None else value
+
+
+def _check_bind(value: str) -> str | None:
+    if value.startswith("unix:") and len(value) > 5:
+        return None
+    host, sep, port = value.rpartition(":")
+    if sep and host and port.isdigit() and 0 < int(port) < 65536:
+        return None
+    return "must be HOST:PORT or unix:PATH"
+
+
+def _check_fraction(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be greater than 0 and at most 1"
+
+
+def _load_issuers(top: _Table, base: Path, problems: Problems) -> list[IssuerConfig]:
+    top.seen.add("issuer")
+    raw = top.data.get("issuer")
+    if not raw:
+        problems.add("issuer", "at least one [[issuer]] table is required")
+        return []
+    if not isinstance(raw, list):
+        problems.add("issuer", "expected an array of tables ([[issuer]])")
+        return []
+    issuers: list[IssuerConfig] = []
+    names: dict[str, str] = {}
+    for number, entry in enumerate(raw, start=1):
+        key = f"issuer[{number}]"
+        if not isinstance(entry, dict):
+            problems.add(key, "expected a table ([[issuer]])")
+            continue
+        issuer = _load_issuer(_Table(entry, key, problems), base, problems)
+        if issuer is None:
+            continue
+        if issuer.name in names:
+            problems.add(
+                f"{key}.name", f"duplicate issuer name {issuer.name!r} (also {names[issuer.name]})"
+            )
+        names[issuer.name] = key
+        issuers.append(issuer)
+    return issuers
+
+
+def _load_issuer(table: _Table, base: Path, problems: Problems) -> IssuerConfig | None:
+    before = len(problems.lines)
+    name = table.get(
+        "name",
+        str,
+        None,
+        lambda v: None if NAME_RE.match(v) else "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+    )
+    ca_certificate = table.path("ca_certificate", base)
+    signer_certificate = table.path("signer_certificate", base)
+    signer_key = table.path("signer_key", base)
+    passphrase_file = table.path("signer_key_passphrase_file", base, required=False)
+    validity = table.get(
+        "response_validity",
+        int,
+        86400,
+        _in_range(MIN_VALIDITY, MAX_VALIDITY, " s (1 h .. 10 days)"),
+    )
+    responder_id = table.get("responder_id", str, "by_key", _one_of(RESPONDER_IDS))
+    signature_hash = table.get("signature_hash", str, "sha256", _one_of(SIGNATURE_HASHES))
+    source = _load_source(table, base, problems)
+    table.reject_unknown()
+    if len(problems.lines) != before:
+        return None
+    assert name and ca_certificate and signer_certificate and signer_key and source  # noqa: S101
+    return IssuerConfig(
+        key=table.key,
+        name=name,
+        ca_certificate=ca_certificate,
+        signer_certificate=signer_certificate,
+        signer_key=signer_key,
+        signer_key_passphrase_file=passphrase_file,
+        response_validity=validity or 86400,
+        responder_id=responder_id or "by_key",
+        signature_hash=signature_hash or "sha256",
+        source=source,
+    )
+
+
+def _load_source(issuer: _Table, base: Path, problems: Problems) -> SourceConfig | None:
+    raw = issuer.get("source", dict)
+    if raw is None:
+        return None
+    table = _Table(raw, f"{issuer.key}.source", problems)
+    kind = table.get("kind", str, None, _one_of(SOURCE_KINDS))
+    paths: list[Path | None] = []
+    if kind == "index":
+        paths.append(table.path("path", base))
+    elif kind == "crl":
+        raw_paths = table.get("paths", list)
+        if raw_paths is not None and not raw_paths:
+            problems.add(f"{table.key}.paths", "must name at least one CRL file")
+        for number, item in enumerate(raw_paths or [], start=1):
+            key = f"{table.key}.paths[{number}]"
+            if not isinstance(item, str):
+                problems.add(key, f"expected a string, got {_type_name(type(item))}")
+                continue
+            paths.append(_existing_file(base / item, key, problems))
+    if kind is None:
+        table.seen.update({"path", "paths"})  # don't also call them unknown
+    table.reject_unknown()
+    if kind is None or not paths or None in paths:
+        return None
+    return SourceConfig(kind=kind, paths=tuple(p for p in paths if p is not None))

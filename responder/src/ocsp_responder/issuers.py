@@ -1,0 +1,320 @@
+"""The configured issuers: CA certificate, delegated signer, status source, CertID hashes.
+
+For every issuer the issuerNameHash and issuerKeyHash (RFC 6960 section 4.1.1) are
+precomputed for SHA-1, SHA-256, SHA-384 and SHA-512, so that finding the issuer of a
+request is one dictionary lookup. The hashes are computed by
+:class:`cryptography.x509.ocsp.OCSPRequestBuilder` itself (the library's CertID code),
+not by hand.
+
+The signer must be the CA itself or a delegated OCSP signer (RFC 6960 section 4.2.2.2):
+issued directly by the CA, with extendedKeyUsage id-kp-OCSPSigning, currently valid,
+and with a private key that matches its certificate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from .config import Config, IssuerConfig, Problems
+from .sources import SourceError, StatusSource
+from .sources.crl import CRLSource
+from .sources.index import IndexSource
+
+log = logging.getLogger(__name__)
+
+#: CertID hash algorithms we match (RFC 6960 / RFC 5019 clients use SHA-1 or SHA-256).
+CERT_ID_HASHES: tuple[hashes.HashAlgorithm, ...] = (
+    hashes.SHA1(),  # noqa: S303 (CertID hashing, not a signature)
+    hashes.SHA256(),
+    hashes.SHA384(),
+    hashes.SHA512(),
+)
+_SIGNATURE_HASHES = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+_RESPONDER_IDS = {
+    "by_key": ocsp.OCSPResponderEncoding.HASH,
+    "by_name": ocsp.OCSPResponderEncoding.NAME,
+}
+
+SigningKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+
+#: (hash algorithm name, issuerNameHash, issuerKeyHash)
+IssuerKey = tuple[str, bytes, bytes]
+
+
+@dataclass(eq=False)
+class Issuer:
+    """One CA we answer for.
+
+    Attributes:
+        name: label from the config.
+        certificate: the CA certificate.
+        signer_certificate: the certificate whose key signs responses (sent in ``certs``).
+        signer_key: its private key.
+        response_validity: thisUpdate to nextUpdate.
+        responder_encoding: ResponderID form (byKey or byName).
+        signature_hash: hash for the signature, None for Ed25519/Ed448 keys.
+        source: the status source.
+        cert_id_keys: the (algorithm, issuerNameHash, issuerKeyHash) triples matching it.
+    """
+
+    name: str
+    certificate: x509.Certificate
+    signer_certificate: x509.Certificate
+    signer_key: SigningKey
+    response_validity: timedelta
+    responder_encoding: ocsp.OCSPResponderEncoding
+    signature_hash: hashes.HashAlgorithm | None
+    source: StatusSource
+    cert_id_keys: tuple[IssuerKey, ...] = field(default=())
+
+    def describe(self) -> str:
+        """One line: name, source, serial count, signer subject and notAfter."""
+        signer = self.signer_certificate
+        return (
+            f"issuer {self.name}: source {self.source.describe()} ({len(self.source)} serials); "
+            f"signer {signer.subject.rfc4514_string()} "
+            f"notAfter {signer.not_valid_after_utc.isoformat()}"
+        )
+
+    def warnings(self) -> list[str]:
+        """Operator warnings: signer without id-pkix-ocsp-nocheck, expiring soon, stale CRL."""
+        found = list(self.source.warnings())
+        signer = self.signer_certificate
+        if signer != self.certificate:
+            try:
+                signer.extensions.get_extension_for_class(x509.OCSPNoCheck)
+            except x509.ExtensionNotFound:
+                found.append(
+                    f"issuer {self.name}: signer has no id-pkix-ocsp-nocheck extension; "
+                    "clients may try to check its revocation status (RFC 6960 4.2.2.2.1)"
+                )
+        left = signer.not_valid_after_utc - datetime.now(UTC)
+        if left < timedelta(days=30):
+            found.append(f"issuer {self.name}: signer certificate expires in {left.days} days")
+        return found
+
+
+def cert_id_keys(ca: x509.Certificate) -> tuple[IssuerKey, ...]:
+    """Compute the CertID issuer hashes of ``ca`` for every algorithm in CERT_ID_HASHES.
+
+    Uses the library's own CertID code (an OCSPRequestBuilder for a throwaway serial).
+
+    Returns:
+        (algorithm name, issuerNameHash, issuerKeyHash) for each algorithm.
+    """
+    keys = []
+    for algorithm in CERT_ID_HASHES:
+        request = ocsp.OCSPRequestBuilder().add_certificate(ca, ca, algorithm).build()
+        keys.append((algorithm.name, request.issuer_name_hash, request.issuer_key_hash))
+    return tuple(keys)
+
+
+def _read(path: Path, key: str, problems: Problems) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        problems.add(key, f"cannot read {path}: {exc.strerror or exc}")
+        return None
+
+
+def _load_certificate(path: Path, key: str, problems: Problems) -> x509.Certificate | None:
+    data = _read(path, key, problems)
+    if data is None:
+        return None
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        problems.add(key, f"{path}: not a PEM or DER certificate: {exc}")
+        return None
+
+
+def _load_key(cfg: IssuerConfig, problems: Problems) -> SigningKey | None:
+    key = f"{cfg.key}.signer_key"
+    data = _read(cfg.signer_key, key, problems)
+    if data is None:
+        return None
+    password: bytes | None = None
+    if cfg.signer_key_passphrase_file is not None:
+        raw = _read(
+            cfg.signer_key_passphrase_file, f"{cfg.key}.signer_key_passphrase_file", problems
+        )
+        if raw is None:
+            return None
+        password = raw.rstrip(b"\r\n")
+    try:
+        if b"-----BEGIN" in data:
+            private = serialization.load_pem_private_key(data, password)
+        else:
+            private = serialization.load_der_private_key(data, password)
+    except TypeError as exc:  # encrypted without a password, or a password for a plain key
+        problems.add(key, f"{cfg.signer_key}: {exc} (see signer_key_passphrase_file)")
+        return None
+    except ValueError as exc:
+        problems.add(key, f"{cfg.signer_key}: cannot load private key: {exc}")
+        return None
+    if not isinstance(
+        private,
+        rsa.RSAPrivateKey
+        | ec.EllipticCurvePrivateKey
+        | ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey,
+    ):
+        problems.add(key, f"{cfg.signer_key}: unsupported key type {type(private).__name__}")
+        return None
+    return private
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _check_signer(
+    cfg: IssuerConfig,
+    ca: x509.Certificate,
+    signer: x509.Certificate,
+    private: SigningKey,
+    problems: Problems,
+    *,
+    now: datetime,
+) -> None:
+    key = f"{cfg.key}.signer_certificate"
+    where = f"{cfg.signer_certificate}"
+    if _public_der(private.public_key()) != _public_der(signer.public_key()):
+        problems.add(
+            f"{cfg.key}.signer_key", f"{cfg.signer_key} does not match the public key of {where}"
+        )
+    if signer.not_valid_after_utc < now:
+        problems.add(key, f"{where} expired at {signer.not_valid_after_utc.isoformat()}")
+    if signer.not_valid_before_utc > now:
+        problems.add(key, f"{where} is not valid before {signer.not_valid_before_utc.isoformat()}")
+    if signer == ca:
+        return  # the CA signs its own responses (RFC 6960 4.2.2.2, first case)
+    try:
+        signer.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        problems.add(
+            key, f"{where} is not issued by {cfg.ca_certificate}: {exc or 'bad signature'}"
+        )
+    try:
+        usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is None or ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
+        problems.add(key, f"{where} lacks extendedKeyUsage OCSPSigning (RFC 6960 4.2.2.2)")
+
+
+def load_issuer(
+    cfg: IssuerConfig, problems: Problems, now: datetime | None = None
+) -> Issuer | None:
+    """Load one issuer's certificates, key and status source, checking each.
+
+    Args:
+        cfg: the validated ``[[issuer]]`` entry.
+        problems: where problems are recorded (with ``cfg.key`` key paths).
+        now: the time to check validity against (default: now).
+
+    Returns:
+        The :class:`Issuer`, or None when a problem was recorded.
+    """
+    now = now or datetime.now(UTC)
+    before = len(problems.lines)
+    ca = _load_certificate(cfg.ca_certificate, f"{cfg.key}.ca_certificate", problems)
+    signer = _load_certificate(cfg.signer_certificate, f"{cfg.key}.signer_certificate", problems)
+    private = _load_key(cfg, problems)
+    if ca is None or signer is None or private is None:
+        return None
+    _check_signer(cfg, ca, signer, private, problems, now=now)
+    source: StatusSource | None = None
+    try:
+        if cfg.source.kind == "index":
+            source = IndexSource(cfg.source.paths[0])
+        else:
+            source = CRLSource(list(cfg.source.paths), ca)
+    except SourceError as exc:
+        problems.add(f"{cfg.key}.source", str(exc))
+    if source is None or len(problems.lines) != before:
+        return None
+    is_edwards = isinstance(private, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    return Issuer(
+        name=cfg.name,
+        certificate=ca,
+        signer_certificate=signer,
+        signer_key=private,
+        response_validity=timedelta(seconds=cfg.response_validity),
+        responder_encoding=_RESPONDER_IDS[cfg.responder_id],
+        signature_hash=None if is_edwards else _SIGNATURE_HASHES[cfg.signature_hash],
+        source=source,
+        cert_id_keys=cert_id_keys(ca),
+    )
+
+
+class IssuerSet:
+    """The issuers we answer for, indexed by CertID issuer hashes.
+
+    Args:
+        issuers: the loaded issuers.
+
+    Raises:
+        ValueError: two issuers with the same name and key hashes (the same CA twice).
+    """
+
+    def __init__(self, issuers: Iterable[Issuer]) -> None:
+        self.issuers = tuple(issuers)
+        self._by_key: dict[IssuerKey, Issuer] = {}
+        for issuer in self.issuers:
+            for key in issuer.cert_id_keys:
+                if key in self._by_key:
+                    raise ValueError(
+                        f"issuers {self._by_key[key].name!r} and {issuer.name!r} are the same CA"
+                    )
+                self._by_key[key] = issuer
+
+    def find(
+        self, algorithm: str, issuer_name_hash: bytes, issuer_key_hash: bytes
+    ) -> Issuer | None:
+        """Return the issuer matching a CertID's hashes, or None (answer: unauthorized)."""
+        return self._by_key.get((algorithm, issuer_name_hash, issuer_key_hash))
+
+
+def load_issuers(config: Config, now: datetime | None = None) -> IssuerSet:
+    """Load every issuer of ``config``.
+
+    Returns:
+        The :class:`IssuerSet`.
+
+    Raises:
+        ConfigError: listing every problem of every issuer, with key paths.
+    """
+    problems = Problems(config.path)
+    loaded = [load_issuer(cfg, problems, now) for cfg in config.issuers]
+    problems.raise_if_any()
+    try:
+        return IssuerSet(i for i in loaded if i is not None)
+    except ValueError as exc:
+        problems.add("issuer", str(exc))
+        problems.raise_if_any()
+        raise
