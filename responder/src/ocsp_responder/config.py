@@ -227,9 +227,13 @@ def _in_range(low: float, high: float, unit: str = "") -> Callable[[float], str 
     def check(value: float) -> str | None:
         if low <= value <= high:
             return None
-        return f"must be between {low:g} and {high:g}{unit}"
+        return f"must be between {_number(low)} and {_number(high)}{unit}"
 
     return check
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
