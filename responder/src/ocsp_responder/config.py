@@ -82,7 +82,7 @@ class ServerConfig:
     max_request_size: int = 10240
     http_cache_max_age: int = 60
     refresh_fraction: float = 0.5
-    cache_size: int = 100_000
+    cache_size: int = 20_000
     reload_interval: float = 1.0
     log_level: str = "info"
     access_log: bool = False
@@ -256,6 +256,21 @@ def load_config(path: str | Path) -> Config:
         ConfigError: the file is missing, is not valid TOML (with line and column), or has
             one or more problems; every problem is listed with its key path.
     """
+    config, problems = read_config(path)
+    problems.raise_if_any()
+    return config
+
+
+def read_config(path: str | Path) -> tuple[Config, Problems]:
+    """Like :func:`load_config`, but return the problems instead of raising for them.
+
+    The returned config holds the server settings (defaults where a key was bad) and
+    the issuer entries that are valid, so that a caller can go on checking those and
+    report everything at once.
+
+    Raises:
+        ConfigError: only when the file cannot be read or is not TOML at all.
+    """
     file = Path(path).absolute()
     problems = Problems(file)
     try:
@@ -269,8 +284,7 @@ def load_config(path: str | Path) -> Config:
     server = _load_server(top, problems)
     issuers = _load_issuers(top, file.parent, problems)
     top.reject_unknown()
-    problems.raise_if_any()
-    return Config(path=file, server=server, issuers=tuple(issuers))
+    return Config(path=file, server=server, issuers=tuple(issuers)), problems
 
 
 def _load_server(top: _Table, problems: Problems) -> ServerConfig:

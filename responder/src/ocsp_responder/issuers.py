@@ -300,16 +300,23 @@ class IssuerSet:
         return self._by_key.get((algorithm, issuer_name_hash, issuer_key_hash))
 
 
-def load_issuers(config: Config, now: datetime | None = None) -> IssuerSet:
+def load_issuers(
+    config: Config, now: datetime | None = None, problems: Problems | None = None
+) -> IssuerSet:
     """Load every issuer of ``config``.
+
+    Args:
+        config: the (possibly partly valid) configuration.
+        now: the time to check certificate validity against (default: now).
+        problems: problems found so far, reported together with the issuers' own.
 
     Returns:
         The :class:`IssuerSet`.
 
     Raises:
-        ConfigError: listing every problem of every issuer, with key paths.
+        ConfigError: listing every problem (earlier ones and every issuer's), with key paths.
     """
-    problems = Problems(config.path)
+    problems = problems or Problems(config.path)
     loaded = [load_issuer(cfg, problems, now) for cfg in config.issuers]
     problems.raise_if_any()
     try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography.x509 import ocsp
 
 from .cache import ResponseCache
-from .config import Config, load_config
+from .config import Config, read_config
 from .issuers import IssuerSet, load_issuers
 from .request import Request
 from .signing import SignedResponse, sign_response, unsuccessful
@@ -118,5 +118,5 @@ def build_responder(config_path: str | Path) -> Responder:
     Raises:
         ConfigError: every problem found, with file and key path.
     """
-    config = load_config(config_path)
-    return Responder(config, load_issuers(config))
+    config, problems = read_config(config_path)
+    return Responder(config, load_issuers(config, problems=problems))
