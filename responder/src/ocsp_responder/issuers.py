@@ -2,9 +2,8 @@
 
 For every issuer the issuerNameHash and issuerKeyHash (RFC 6960 section 4.1.1) are
 precomputed for SHA-1, SHA-256, SHA-384 and SHA-512, so that finding the issuer of a
-request is one dictionary lookup. The hashes are computed by
-:class:`cryptography.x509.ocsp.OCSPRequestBuilder` itself (the library's CertID code),
-not by hand.
+request is one dictionary lookup. The hashed octets (the subject name's DER and the
+subjectPublicKey value) come from the library's own encoders.
 
 The signer must be the CA itself or a delegated OCSP signer (RFC 6960 section 4.2.2.2):
 issued directly by the CA, with extendedKeyUsage id-kp-OCSPSigning, currently valid,
@@ -114,19 +113,51 @@ class Issuer:
         return found
 
 
+def subject_public_key_bits(ca: x509.Certificate) -> bytes:
+    """The value of the CA certificate's subjectPublicKey BIT STRING, as the library encodes it.
+
+    RSA: the DER RSAPublicKey (PKCS#1); EC: the uncompressed X9.62 point; Ed25519 and
+    Ed448: the raw key (RFC 8410). These are the octets issuerKeyHash is computed over
+    (RFC 6960 section 4.1.1).
+
+    Raises:
+        ValueError: a key type that no OCSP CertID here uses (e.g. DSA).
+    """
+    key = ca.public_key()
+    encoding = serialization.Encoding
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.public_bytes(encoding.DER, serialization.PublicFormat.PKCS1)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.public_bytes(encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return key.public_bytes(encoding.Raw, serialization.PublicFormat.Raw)
+    raise ValueError(f"unsupported CA key type {type(key).__name__}")
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    hasher = hashes.Hash(algorithm)
+    hasher.update(data)
+    return hasher.finalize()
+
+
 def cert_id_keys(ca: x509.Certificate) -> tuple[IssuerKey, ...]:
     """Compute the CertID issuer hashes of ``ca`` for every algorithm in CERT_ID_HASHES.
 
-    Uses the library's own CertID code (an OCSPRequestBuilder for a throwaway serial).
+    issuerNameHash is the hash of the DER of the CA's *subject* (the issuer name of the
+    certificates it issues); issuerKeyHash the hash of its subjectPublicKey value.
 
     Returns:
         (algorithm name, issuerNameHash, issuerKeyHash) for each algorithm.
+
+    Raises:
+        ValueError: an unsupported CA key type.
     """
-    keys = []
-    for algorithm in CERT_ID_HASHES:
-        request = ocsp.OCSPRequestBuilder().add_certificate(ca, ca, algorithm).build()
-        keys.append((algorithm.name, request.issuer_name_hash, request.issuer_key_hash))
-    return tuple(keys)
+    name = ca.subject.public_bytes()
+    key = subject_public_key_bits(ca)
+    return tuple(
+        (algorithm.name, _digest(algorithm, name), _digest(algorithm, key))
+        for algorithm in CERT_ID_HASHES
+    )
 
 
 def _read(path: Path, key: str, problems: Problems) -> bytes | None:
@@ -248,6 +279,11 @@ def load_issuer(
     if ca is None or signer is None or private is None:
         return None
     _check_signer(cfg, ca, signer, private, problems, now=now)
+    try:
+        keys = cert_id_keys(ca)
+    except ValueError as exc:
+        problems.add(f"{cfg.key}.ca_certificate", f"{cfg.ca_certificate}: {exc}")
+        return None
     source: StatusSource | None = None
     try:
         if cfg.source.kind == "index":
@@ -255,7 +291,11 @@ def load_issuer(
         else:
             source = CRLSource(list(cfg.source.paths), ca)
     except SourceError as exc:
-        problems.add(f"{cfg.key}.source", str(exc))
+        if cfg.source.kind == "index":
+            key = f"{cfg.key}.source.path"
+        else:
+            key = f"{cfg.key}.source.paths[{cfg.source.paths.index(exc.path) + 1}]"
+        problems.add(key, str(exc))
     if source is None or len(problems.lines) != before:
         return None
     is_edwards = isinstance(private, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
@@ -268,7 +308,7 @@ def load_issuer(
         responder_encoding=_RESPONDER_IDS[cfg.responder_id],
         signature_hash=None if is_edwards else _SIGNATURE_HASHES[cfg.signature_hash],
         source=source,
-        cert_id_keys=cert_id_keys(ca),
+        cert_id_keys=keys,
     )
 
 

@@ -57,7 +57,15 @@ UNKNOWN = Status(CertState.UNKNOWN)
 
 
 class SourceError(Exception):
-    """A status file cannot be used. The message names the file (and line, if known)."""
+    """A status file cannot be used. The message names the file (and line, if known).
+
+    Attributes:
+        path: the file at fault.
+    """
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}{message}")
+        self.path = path
 
 
 FileStamp = tuple[int, int, int]  # (mtime_ns, size, inode)
