@@ -1,0 +1,200 @@
+"""What the fixtures build: the test PKI and the configs the responders serve.
+
+Session-wide (``build_pki``; tests never modify it):
+
+* a root CA and three issuing CAs, each an ``openssl ca`` directory with its
+  own delegated OCSP signer:
+
+  - ``pki.rsa``: RSA intermediate, RSA signer, status from index.txt; holds
+    good, expired (``E`` row) and revoked certificates, one per way
+    ``openssl ca -revoke`` records a revocation (``REVOCATIONS``);
+  - ``pki.ec``: EC P-256 intermediate, EC signer, index.txt;
+  - ``pki.crl``: EC intermediate, Ed25519 signer, status from two CRLs
+    written by ``openssl ca -gencrl`` (one PEM, one DER).
+
+* the session responder serves all three (``main_config``).
+
+Every CA starts its serials at 0x1000, so the same serial exists under several
+issuers and the responder must tell them apart by CertID.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openssl_ocsp import OcspRun, Trust, query
+from openssl_pki import CertificateAuthority, Issued
+from responder_process import Responder, toml_config
+
+#: ``openssl ca -revoke`` arguments, one certificate each in ``pki.rsa``.
+REVOCATIONS: dict[str, tuple[str, ...]] = {
+    "no-reason": (),
+    "unspecified": ("-crl_reason", "unspecified"),
+    "keyCompromise": ("-crl_reason", "keyCompromise"),
+    "CACompromise": ("-crl_reason", "CACompromise"),
+    "affiliationChanged": ("-crl_reason", "affiliationChanged"),
+    "superseded": ("-crl_reason", "superseded"),
+    "cessationOfOperation": ("-crl_reason", "cessationOfOperation"),
+    "certificateHold": ("-crl_reason", "certificateHold"),
+    "removeFromCRL": ("-crl_reason", "removeFromCRL"),
+    "hold-instruction": ("-crl_hold", "holdInstructionCallIssuer"),
+    "key-compromise-time": ("-crl_compromise", "20240102030405Z"),
+    "ca-compromise-time": ("-crl_CA_compromise", "20240102030405Z"),
+}
+
+#: ``[server]`` of the session responder: a body limit below the 10 KiB default,
+#: and an HTTP cache cap between the two issuers' validities.
+MAX_REQUEST_SIZE = 2048
+HTTP_CACHE_MAX_AGE = 7200
+MAIN_SERVER: dict[str, object] = {
+    "http_cache_max_age": HTTP_CACHE_MAX_AGE,
+    "max_request_size": MAX_REQUEST_SIZE,
+}
+
+#: ``response_validity`` per issuer of the session responder (seconds): rsa's is
+#: shorter than http_cache_max_age (so max-age is bounded by nextUpdate), ec's
+#: longer (so max-age is bounded by the cap).
+VALIDITY = {"rsa": 3600, "ec": 86400}
+
+
+@dataclass
+class IssuingCA:
+    """An issuing CA as the tests see it: the CA, its OCSP signer, its leaves by label."""
+
+    name: str
+    ca: CertificateAuthority
+    signer: Issued
+    leaves: dict[str, Issued] = field(default_factory=dict)
+
+    @property
+    def trust(self) -> Trust:
+        """A relying party's view: trust the root, use the intermediate to build chains."""
+        return Trust(cafile=self.ca.root, untrusted=self.ca.cert)
+
+    def issuer_config(self, **overrides: object) -> dict[str, object]:
+        """An ``[[issuer]]`` table for this CA (index.txt source unless overridden)."""
+        table: dict[str, object] = {
+            "name": self.name,
+            "ca_certificate": self.ca.cert,
+            "signer_certificate": self.signer.cert,
+            "signer_key": self.signer.key,
+            "source": {"kind": "index", "path": self.ca.index},
+        }
+        table.update(overrides)
+        return table
+
+
+def new_issuing_ca(
+    base: Path,
+    root: CertificateAuthority,
+    name: str,
+    ca_key: str = "ec",
+    signer_key: str = "ec",
+    leaves: tuple[str, ...] = (),
+) -> IssuingCA:
+    """An intermediate under ``root``, its delegated OCSP signer, and valid leaves."""
+    ca = CertificateAuthority(base, name, ca_key, parent=root)
+    issuing = IssuingCA(name=name, ca=ca, signer=ca.issue_ocsp_signer(signer_key))
+    for label in leaves:
+        issuing.leaves[label] = ca.issue(label)
+    return issuing
+
+
+@dataclass
+class Pki:
+    """The session PKI (see the module docstring)."""
+
+    base: Path
+    root: CertificateAuthority
+    rsa: IssuingCA
+    ec: IssuingCA
+    crl: IssuingCA
+    crl_files: list[Path]
+
+
+def build_pki(base: Path) -> Pki:
+    """Build the session PKI under ``base`` with the openssl CLI."""
+    root = CertificateAuthority(base, "root-ca", "ec")
+
+    rsa = new_issuing_ca(base, root, "rsa-intermediate", "rsa", "rsa", ("good-1", "good-2"))
+    rsa.leaves["expired"] = rsa.ca.issue(
+        "expired", startdate="20200101000000Z", enddate="20200201000000Z"
+    )
+    rsa.ca.update_db()  # openssl marks the expired row E
+    for label, how in REVOCATIONS.items():
+        rsa.leaves[label] = rsa.ca.issue(label)
+        rsa.ca.revoke(rsa.leaves[label].cert, *how)
+
+    ec = new_issuing_ca(
+        base, root, "ec-intermediate", "ec", "ec", ("good", "keyCompromise", "superseded")
+    )
+    ec.ca.revoke(ec.leaves["keyCompromise"].cert, "-crl_reason", "keyCompromise")
+    ec.ca.revoke(ec.leaves["superseded"].cert, "-crl_reason", "superseded")
+
+    crl = new_issuing_ca(
+        base,
+        root,
+        "crl-intermediate",
+        "ec",
+        "ed25519",
+        ("good", "keyCompromise", "cessationOfOperation", "hold-instruction"),
+    )
+    crl.ca.revoke(crl.leaves["keyCompromise"].cert, "-crl_reason", "keyCompromise")
+    first = crl.ca.gencrl(crl.ca.dir / "crl" / "first.crl.pem")
+    crl.ca.revoke(crl.leaves["cessationOfOperation"].cert, "-crl_reason", "cessationOfOperation")
+    crl.ca.revoke(crl.leaves["hold-instruction"].cert, "-crl_hold", "holdInstructionReject")
+    second = crl.ca.gencrl(crl.ca.dir / "crl" / "second.crl.der", der=True)
+
+    return Pki(base=base, root=root, rsa=rsa, ec=ec, crl=crl, crl_files=[first, second])
+
+
+def main_config(pki: Pki) -> str:
+    """The session responder's config.toml text."""
+    return toml_config(
+        MAIN_SERVER,
+        [
+            pki.rsa.issuer_config(response_validity=VALIDITY["rsa"], responder_id="by_key"),
+            pki.ec.issuer_config(
+                response_validity=VALIDITY["ec"], responder_id="by_name", signature_hash="sha384"
+            ),
+            pki.crl.issuer_config(source={"kind": "crl", "paths": pki.crl_files}),
+        ],
+    )
+
+
+@dataclass
+class LiveIssuer:
+    """A fresh intermediate served alone by its own responder; the test may change its files.
+
+    ``status_file`` is what the responder reads: the CA's own index.txt, its CRL,
+    or (``published``) a copy of index.txt that ``publish()`` refreshes, the way
+    the role syncs it from the CA host.
+    """
+
+    issuing: IssuingCA
+    server: Responder
+    status_file: Path
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The ``openssl ca`` directory."""
+        return self.issuing.ca
+
+    def publish(self) -> None:
+        """Copy the CA's index.txt over ``status_file`` atomically (write, then rename)."""
+        temp = self.status_file.with_name(self.status_file.name + ".tmp")
+        temp.write_bytes(self.ca.index.read_bytes())
+        os.replace(temp, self.status_file)
+
+    def query(self, label: str, digest: str | None = None, nonce: bool = False) -> OcspRun:
+        """``openssl ocsp -url`` for leaf ``label`` (POST), verified against the root."""
+        return query(
+            self.server.url,
+            self.issuing.trust,
+            self.ca.cert,
+            certs=[self.issuing.leaves[label].cert],
+            digest=digest,
+            nonce=nonce,
+        )
