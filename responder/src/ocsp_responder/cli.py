@@ -98,7 +98,10 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
             settings: dict[str, Any] = {
                 "bind": [bind or server.bind],
                 "workers": workers or server.workers,
-                "worker_class": "sync",
+                # gthread keeps nginx's upstream connections alive (sync workers close
+                # every connection, which costs more than the response itself).
+                "worker_class": "gthread",
+                "threads": server.threads,
                 "timeout": 30,
                 "graceful_timeout": 10,
                 "keepalive": 5,

@@ -68,6 +68,7 @@ class ServerConfig:
     Attributes:
         bind: gunicorn listen address, ``HOST:PORT`` or ``unix:PATH``.
         workers: gunicorn worker processes.
+        threads: connections each worker serves concurrently (gunicorn gthread).
         max_request_size: largest accepted request body, octets.
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
         refresh_fraction: fraction of a response's validity after which it is re-signed.
@@ -79,11 +80,12 @@ class ServerConfig:
 
     bind: str = "127.0.0.1:8080"
     workers: int = 2
+    threads: int = 4
     max_request_size: int = 10240
     http_cache_max_age: int = 60
     refresh_fraction: float = 0.5
     cache_size: int = 20_000
-    reload_interval: float = 1.0
+    reload_interval: float = 0.5
     log_level: str = "info"
     access_log: bool = False
 
@@ -294,6 +296,7 @@ def _load_server(top: _Table, problems: Problems) -> ServerConfig:
     server = ServerConfig(
         bind=table.get("bind", str, d.bind, _check_bind) or d.bind,
         workers=table.get("workers", int, d.workers, _in_range(1, 64)) or d.workers,
+        threads=table.get("threads", int, d.threads, _in_range(1, 256)) or d.threads,
         max_request_size=table.get(
             "max_request_size", int, d.max_request_size, _in_range(256, 1048576, " octets")
         )
