@@ -106,35 +106,33 @@ class OCSPApp:
         self.responder.watcher.ensure_running()
         method = environ.get("REQUEST_METHOD", "GET")
         head = method == "HEAD"
-        if method == "POST":
-            body = self._read_body(environ)
-            if body is None:
-                return _plain(start_response, "413 Content Too Large", "request body too large\n")
-            try:
-                request = decode_request(body)
-            except MalformedRequest as exc:
-                log.info("malformedRequest: %s", exc)
-                return self._send(start_response, Answer(MALFORMED_REQUEST), environ, head)
-        elif method in ("GET", "HEAD"):
-            raw = (
-                environ.get("RAW_URI")
-                or environ.get("REQUEST_URI")
-                or (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
-            )
-            if len(raw) > self.max_path:
-                return _plain(start_response, "414 URI Too Long", "request URI too long\n")
-            try:
-                request = request_from_path(raw)
-            except MalformedRequest as exc:
-                log.info("malformedRequest: %s", exc)
-                return self._send(start_response, Answer(MALFORMED_REQUEST), environ, head)
-        else:
+        if method not in ("GET", "HEAD", "POST"):
             return _plain(
                 start_response,
                 "405 Method Not Allowed",
                 "use GET or POST (RFC 6960 appendix A)\n",
                 [("Allow", "GET, HEAD, POST")],
             )
+        try:
+            if method == "POST":
+                body = self._read_body(environ)
+                if body is None:
+                    return _plain(
+                        start_response, "413 Content Too Large", "request body too large\n"
+                    )
+                request = decode_request(body)
+            else:
+                raw = (
+                    environ.get("RAW_URI")
+                    or environ.get("REQUEST_URI")
+                    or (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+                )
+                if len(raw) > self.max_path:
+                    return _plain(start_response, "414 URI Too Long", "request URI too long\n")
+                request = request_from_path(raw)
+        except MalformedRequest as exc:
+            log.info("malformedRequest: %s", exc)
+            return self._send(start_response, Answer(MALFORMED_REQUEST), environ, head)
         try:
             answer = self.responder.respond(request)
         except Exception:
