@@ -221,6 +221,7 @@ def write_nginx(repo: Path, prefix: Path, listen_port: int, upstream: str) -> Pa
             "ocsp_responder_nginx_listen": [f"127.0.0.1:{listen_port}"],
             "ocsp_responder_nginx_upstream": upstream,
             "ocsp_responder_nginx_cache_dir": str(cache),
+            "ocsp_responder_nginx_access_log": str(prefix / "ocsp-access.log"),
         }
     )
     template = "templates/nginx.conf.j2"
