@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -157,6 +157,20 @@ class _Table:
     def _path(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
 
+    @overload
+    def get(
+        self, name: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None
+    ) -> T: ...
+
+    @overload
+    def get(
+        self,
+        name: str,
+        kind: type[T],
+        default: None = None,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T | None: ...
+
     def get(
         self,
         name: str,
@@ -291,41 +305,28 @@ def read_config(path: str | Path) -> tuple[Config, Problems]:
 
 def _load_server(top: _Table, problems: Problems) -> ServerConfig:
     raw = top.get("server", dict, {})
-    table = _Table(raw or {}, "server", problems)
+    table = _Table(raw, "server", problems)
     d = ServerConfig()
     server = ServerConfig(
-        bind=table.get("bind", str, d.bind, _check_bind) or d.bind,
-        workers=table.get("workers", int, d.workers, _in_range(1, 64)) or d.workers,
-        threads=table.get("threads", int, d.threads, _in_range(1, 256)) or d.threads,
+        bind=table.get("bind", str, d.bind, _check_bind),
+        workers=table.get("workers", int, d.workers, _in_range(1, 64)),
+        threads=table.get("threads", int, d.threads, _in_range(1, 256)),
         max_request_size=table.get(
             "max_request_size", int, d.max_request_size, _in_range(256, 1048576, " octets")
-        )
-        or d.max_request_size,
-        http_cache_max_age=_or(
-            table.get(
-                "http_cache_max_age", int, d.http_cache_max_age, _in_range(0, MAX_VALIDITY, " s")
-            ),
-            d.http_cache_max_age,
         ),
-        refresh_fraction=table.get("refresh_fraction", float, d.refresh_fraction, _check_fraction)
-        or d.refresh_fraction,
-        cache_size=_or(
-            table.get("cache_size", int, d.cache_size, _in_range(0, 10_000_000)), d.cache_size
+        http_cache_max_age=table.get(
+            "http_cache_max_age", int, d.http_cache_max_age, _in_range(0, MAX_VALIDITY, " s")
         ),
+        refresh_fraction=table.get("refresh_fraction", float, d.refresh_fraction, _check_fraction),
+        cache_size=table.get("cache_size", int, d.cache_size, _in_range(0, 10_000_000)),
         reload_interval=table.get(
             "reload_interval", float, d.reload_interval, _in_range(0.1, 3600, " s")
-        )
-        or d.reload_interval,
-        log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)) or d.log_level,
-        access_log=_or(table.get("access_log", bool, d.access_log), d.access_log),
+        ),
+        log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)),
+        access_log=table.get("access_log", bool, d.access_log),
     )
     table.reject_unknown()
     return server
-
-
-def _or(value: T | None, default: T) -> T:
-    """``value`` unless it is None (unlike ``or``, keeps 0 and False)."""
-    return default if value is None else value
 
 
 def _check_bind(value: str) -> str | None:
@@ -401,9 +402,9 @@ def _load_issuer(table: _Table, base: Path, problems: Problems) -> IssuerConfig 
         signer_certificate=signer_certificate,
         signer_key=signer_key,
         signer_key_passphrase_file=passphrase_file,
-        response_validity=validity or 86400,
-        responder_id=responder_id or "by_key",
-        signature_hash=signature_hash or "sha256",
+        response_validity=validity,
+        responder_id=responder_id,
+        signature_hash=signature_hash,
         source=source,
     )
 
