@@ -59,12 +59,15 @@ UNKNOWN = Status(CertState.UNKNOWN)
 class SourceError(Exception):
     """A status file cannot be used. The message names the file (and line, if known).
 
-    Attributes:
-        path: the file at fault.
+    Args:
+        path: the file at fault (kept as the ``path`` attribute).
+        message: what is wrong with it.
+        line: the line at fault, counting from 1, when there is one.
     """
 
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}{message}")
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
         self.path = path
 
 

@@ -39,28 +39,28 @@ def load_crl(path: Path, issuer: x509.Certificate) -> x509.CertificateRevocation
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SourceError(path, f": cannot read: {exc.strerror or exc}") from exc
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         if b"-----BEGIN" in data:
             crl = x509.load_pem_x509_crl(data)
         else:
             crl = x509.load_der_x509_crl(data)
     except ValueError as exc:
-        raise SourceError(path, f": not a PEM or DER CRL: {exc}") from exc
+        raise SourceError(path, f"not a PEM or DER CRL: {exc}") from exc
     try:
         crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator)
     except x509.ExtensionNotFound:
         pass
     else:
-        raise SourceError(path, ": is a delta CRL; only complete CRLs are supported")
+        raise SourceError(path, "is a delta CRL; only complete CRLs are supported")
     if crl.issuer != issuer.subject:
         raise SourceError(
             path,
-            f": issued by {crl.issuer.rfc4514_string()!r}, "
+            f"issued by {crl.issuer.rfc4514_string()!r}, "
             f"not by the CA {issuer.subject.rfc4514_string()!r}",
         )
     if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-        raise SourceError(path, ": signature does not verify with the CA certificate's key")
+        raise SourceError(path, "signature does not verify with the CA certificate's key")
     return crl
 
 
@@ -98,7 +98,7 @@ class CRLSource(StatusSource):
                 except x509.ExtensionNotFound:
                     pass
                 except ValueError as exc:
-                    raise SourceError(path, f": entry {entry.serial_number:X}: {exc}") from exc
+                    raise SourceError(path, f"entry {entry.serial_number:X}: {exc}") from exc
                 table[entry.serial_number] = Status(
                     CertState.REVOKED, entry.revocation_date_utc, reason
                 )

@@ -128,14 +128,14 @@ def parse_index(path: Path) -> dict[int, Status]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SourceError(path, f": cannot read: {exc.strerror or exc}") from exc
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")  # subjects may be in a legacy charset
     if text and not text.endswith("\n"):
         line_no = text.count("\n") + 1
-        raise SourceError(path, f":{line_no}: last line is incomplete (no newline): partial write?")
+        raise SourceError(path, "last line is incomplete (no newline): partial write?", line_no)
     table: dict[int, Status] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line:
@@ -143,7 +143,7 @@ def parse_index(path: Path) -> dict[int, Status]:
         try:
             serial, status = _parse_row(line)
         except ValueError as exc:
-            raise SourceError(path, f":{line_no}: {exc}") from None
+            raise SourceError(path, str(exc), line_no) from None
         previous = table.get(serial)
         if previous is None or previous.state is not CertState.REVOKED:
             table[serial] = status  # a serial listed twice: revoked wins
