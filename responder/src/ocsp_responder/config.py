@@ -25,6 +25,12 @@ SOURCE_KINDS = ("index", "crl")
 RESPONDER_IDS = ("by_key", "by_name")
 SIGNATURE_HASHES = ("sha256", "sha384", "sha512")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: ``max_data_age``: how long an index.txt stays usable after it was last confirmed
+#: current (its mtime): default 7 days, 1 s .. 366 days.
+DEFAULT_MAX_DATA_AGE = 7 * 86400
+MAX_DATA_AGE = 366 * 86400
+#: ``data_expiry_grace``: at most 7 days past the data's expiry.
+MAX_DATA_EXPIRY_GRACE = 7 * 86400
 
 
 class ConfigError(Exception):
@@ -73,7 +79,13 @@ class ServerConfig:
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
         refresh_fraction: fraction of a response's validity after which it is re-signed.
         cache_size: pre-signed responses kept per worker (0 disables the cache).
+        cache_bytes: bound on the octets of pre-signed responses kept per worker
+            (0 disables the cache).
         reload_interval: seconds between checks of the status source files.
+        state_dir: where the validated last-good status snapshots are kept (must be
+            writable by ``serve``); default ``state`` beside the config file.
+        max_data_age: default for ``[[issuer]] max_data_age``, seconds.
+        data_expiry_grace: default for ``[[issuer]] data_expiry_grace``, seconds.
         log_level: ``debug`` .. ``error``.
         access_log: log one line per HTTP request.
     """
@@ -85,7 +97,11 @@ class ServerConfig:
     http_cache_max_age: int = 60
     refresh_fraction: float = 0.5
     cache_size: int = 20_000
+    cache_bytes: int = 32 * 1024 * 1024
     reload_interval: float = 0.5
+    state_dir: Path = Path("state")
+    max_data_age: int = DEFAULT_MAX_DATA_AGE
+    data_expiry_grace: int = 0
     log_level: str = "info"
     access_log: bool = False
 
@@ -116,6 +132,10 @@ class IssuerConfig:
         responder_id: ``by_key`` or ``by_name`` (RFC 6960 section 4.2.1 ResponderID).
         signature_hash: hash name for the response signature.
         source: where certificate status comes from.
+        max_data_age: seconds an ``index`` source (or a CRL without nextUpdate) stays
+            usable after it was last confirmed current.
+        data_expiry_grace: seconds past the data's expiry during which it is still
+            served (nextUpdate never goes beyond expiry + grace).
     """
 
     key: str
@@ -128,6 +148,8 @@ class IssuerConfig:
     responder_id: str
     signature_hash: str
     source: SourceConfig
+    max_data_age: int = DEFAULT_MAX_DATA_AGE
+    data_expiry_grace: int = 0
 
 
 @dataclass(frozen=True)
@@ -297,13 +319,13 @@ def read_config(path: str | Path) -> tuple[Config, Problems]:
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from exc
 
     top = _Table(data, "", problems)
-    server = _load_server(top, problems)
-    issuers = _load_issuers(top, file.parent, problems)
+    server = _load_server(top, file.parent, problems)
+    issuers = _load_issuers(top, file.parent, server, problems)
     top.reject_unknown()
     return Config(path=file, server=server, issuers=tuple(issuers)), problems
 
 
-def _load_server(top: _Table, problems: Problems) -> ServerConfig:
+def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
     raw = top.get("server", dict, {})
     table = _Table(raw, "server", problems)
     d = ServerConfig()
@@ -319,8 +341,21 @@ def _load_server(top: _Table, problems: Problems) -> ServerConfig:
         ),
         refresh_fraction=table.get("refresh_fraction", float, d.refresh_fraction, _check_fraction),
         cache_size=table.get("cache_size", int, d.cache_size, _in_range(0, 10_000_000)),
+        cache_bytes=table.get(
+            "cache_bytes", int, d.cache_bytes, _in_range(0, 1 << 40, " octets")
+        ),
         reload_interval=table.get(
             "reload_interval", float, d.reload_interval, _in_range(0.1, 3600, " s")
+        ),
+        state_dir=base / table.get("state_dir", str, str(d.state_dir), _check_nonempty),
+        max_data_age=table.get(
+            "max_data_age", int, d.max_data_age, _in_range(1, MAX_DATA_AGE, " s")
+        ),
+        data_expiry_grace=table.get(
+            "data_expiry_grace",
+            int,
+            d.data_expiry_grace,
+            _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"),
         ),
         log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)),
         access_log=table.get("access_log", bool, d.access_log),
@@ -338,11 +373,17 @@ def _check_bind(value: str) -> str | None:
     return "must be HOST:PORT or unix:PATH"
 
 
+def _check_nonempty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
 def _check_fraction(value: float) -> str | None:
     return None if 0 < value <= 1 else "must be greater than 0 and at most 1"
 
 
-def _load_issuers(top: _Table, base: Path, problems: Problems) -> list[IssuerConfig]:
+def _load_issuers(
+    top: _Table, base: Path, server: ServerConfig, problems: Problems
+) -> list[IssuerConfig]:
     top.seen.add("issuer")
     raw = top.data.get("issuer")
     if not raw:
@@ -358,7 +399,7 @@ def _load_issuers(top: _Table, base: Path, problems: Problems) -> list[IssuerCon
         if not isinstance(entry, dict):
             problems.add(key, "expected a table ([[issuer]])")
             continue
-        issuer = _load_issuer(_Table(entry, key, problems), base, problems)
+        issuer = _load_issuer(_Table(entry, key, problems), base, server, problems)
         if issuer is None:
             continue
         if issuer.name in names:
@@ -370,7 +411,9 @@ def _load_issuers(top: _Table, base: Path, problems: Problems) -> list[IssuerCon
     return issuers
 
 
-def _load_issuer(table: _Table, base: Path, problems: Problems) -> IssuerConfig | None:
+def _load_issuer(
+    table: _Table, base: Path, server: ServerConfig, problems: Problems
+) -> IssuerConfig | None:
     before = len(problems.lines)
     name = table.get(
         "name",
@@ -390,6 +433,15 @@ def _load_issuer(table: _Table, base: Path, problems: Problems) -> IssuerConfig 
     )
     responder_id = table.get("responder_id", str, "by_key", _one_of(RESPONDER_IDS))
     signature_hash = table.get("signature_hash", str, "sha256", _one_of(SIGNATURE_HASHES))
+    max_data_age = table.get(
+        "max_data_age", int, server.max_data_age, _in_range(1, MAX_DATA_AGE, " s")
+    )
+    grace = table.get(
+        "data_expiry_grace",
+        int,
+        server.data_expiry_grace,
+        _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"),
+    )
     source = _load_source(table, base, problems)
     table.reject_unknown()
     if len(problems.lines) != before:
@@ -406,6 +458,8 @@ def _load_issuer(table: _Table, base: Path, problems: Problems) -> IssuerConfig 
         responder_id=responder_id,
         signature_hash=signature_hash,
         source=source,
+        max_data_age=max_data_age,
+        data_expiry_grace=grace,
     )
 
 
