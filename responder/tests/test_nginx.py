@@ -1,0 +1,257 @@
+"""nginx in front of the responder, from the project's site template (templates/nginx.conf.j2).
+
+The template is rendered with plain Jinja2 (as bench/ does) into a complete
+nginx.conf whose paths all live under the test's tmp_path, and the real nginx
+binary runs it as a child process in front of a ``live_issuer`` responder.
+
+* Revocation bound: once the cached answer's max-age has passed, nginx must not
+  keep answering "good" from its cache when the responder is down (README,
+  "Deploying for your own CA", step 4).
+* Cache key: the key holds the POST body; a body up to client_max_body_size
+  (and a request URI up to what nginx accepts) must fit nginx's key buffer
+  (proxy_buffer_size), or nginx logs an error on every such request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pytest
+from cryptography.x509 import ocsp
+from openssl_ocsp import NONCE_OID, RequestExtension, genconf_request, make_request
+from responder_process import (
+    HttpAnswer,
+    assert_ocsp_error,
+    free_port,
+    get_path,
+    http_call,
+    post_ocsp,
+)
+from scenario import LiveIssuer
+
+NGINX = Path("/usr/sbin/nginx")
+if not NGINX.exists():
+    pytest.skip(
+        f"{NGINX} is not installed (scripts/bootstrap installs nginx-light)",
+        allow_module_level=True,
+    )
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = "templates/nginx.conf.j2"
+
+#: the role's default (ocsp_responder_max_request_size), also the responder's default
+CLIENT_MAX_BODY_SIZE = 10240
+
+MAIN_CONF = """\
+{user}
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections 64;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/client_body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    include {prefix}/site.conf;
+}}
+"""
+
+
+def render_site(listen_port: int, upstream: str, prefix: Path) -> str:
+    """templates/nginx.conf.j2 rendered with plain Jinja2 for a loopback nginx."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(REPO)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(TEMPLATE).render(
+        ocsp_responder_server_name="ocsp.test",
+        ocsp_responder_nginx_listen=[f"127.0.0.1:{listen_port}"],
+        ocsp_responder_nginx_default_server=True,
+        ocsp_responder_nginx_upstream=upstream,
+        ocsp_responder_nginx_upstream_keepalive=4,
+        ocsp_responder_nginx_cache_dir=str(prefix / "cache"),
+        ocsp_responder_nginx_cache_zone_size="1m",
+        ocsp_responder_nginx_cache_max_size="16m",
+        ocsp_responder_nginx_cache_inactive="10m",
+        ocsp_responder_nginx_cache_fallback_valid=60,
+        ocsp_responder_nginx_client_max_body_size=CLIENT_MAX_BODY_SIZE,
+        ocsp_responder_nginx_timeout=5,
+        ocsp_responder_nginx_connect_timeout=2,
+        ocsp_responder_nginx_access_log=str(prefix / "ocsp-access.log"),
+    )
+
+
+@dataclass
+class Nginx:
+    """A running nginx (master process, ``daemon off``) on a loopback port."""
+
+    prefix: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "error.log"
+
+    def error_log_text(self) -> str:
+        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
+
+    def stop(self) -> None:
+        """SIGQUIT (graceful), then SIGKILL to nginx's own process group."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_nginx(prefix: Path, upstream_port: int) -> Nginx:
+    """Render the site and a main config under ``prefix``, start nginx, wait for its port."""
+    for sub in ("cache", "tmp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (prefix / "site.conf").write_text(render_site(port, f"127.0.0.1:{upstream_port}", prefix))
+    # As root (CI), workers run as root too: everything lives in root's 0700
+    # tmp_path. As another user, nginx would ignore `user` with a warning.
+    user = "user root root;" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(MAIN_CONF.format(prefix=prefix, user=user))
+    log = (prefix / "nginx.stderr").open("wb")
+    command = [str(NGINX), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    with log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Nginx(prefix=prefix, port=port, process=process)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"nginx exited {process.returncode}:\n"
+                f"{(prefix / 'nginx.stderr').read_text(errors='replace')}\n"
+                f"{server.error_log_text()}\n--- site.conf\n{(prefix / 'site.conf').read_text()}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.02)
+    server.stop()
+    raise AssertionError(f"nginx did not listen on {port} in 10 s:\n{server.error_log_text()}")
+
+
+@pytest.fixture
+def nginx_front(tmp_path: Path) -> Iterator[Callable[[LiveIssuer], Nginx]]:
+    """Factory ``nginx_front(live)``: nginx from the template in front of ``live``'s responder."""
+    started: list[Nginx] = []
+
+    def make(live: LiveIssuer) -> Nginx:
+        server = start_nginx(tmp_path / f"nginx-{len(started)}", live.server.port)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def cache_key_errors(front: Nginx) -> list[str]:
+    """Error log lines about the cache key not fitting proxy_buffer_size.
+
+    nginx 1.22 writes "proxy_buffer_size N is not enough for cache key, it should
+    be increased to at least M"; releases before 1.7 wrote "cache key too large".
+    """
+    return [line[:300] for line in front.error_log_text().splitlines() if "cache key" in line]
+
+
+def describe(answer: HttpAnswer, front: Nginx) -> str:
+    """The answer and nginx's error log (long lines cut: they echo the request line)."""
+    log = "\n".join(line[:300] for line in front.error_log_text().splitlines()[-20:])
+    return f"{answer.describe()}\n--- nginx error log\n{log}"
+
+
+def test_no_stale_good_after_max_age_when_responder_is_down(
+    live_issuer: Callable[..., LiveIssuer],
+    nginx_front: Callable[[LiveIssuer], Nginx],
+    tmp_path: Path,
+) -> None:
+    live = live_issuer(http_cache_max_age=1)
+    front = nginx_front(live)
+    der = make_request(tmp_path / "a.der", live.issuing.ca.cert, [live.issuing.leaves["a"].cert])
+    path = get_path(der)
+
+    first = http_call(front.port, "GET", path)
+    assert first.status == 200, describe(first, front)
+    assert first.ocsp().certificate_status == ocsp.OCSPCertStatus.GOOD, describe(first, front)
+    assert "max-age=1" in (first.headers.get("Cache-Control") or ""), describe(first, front)
+    second = http_call(front.port, "GET", path)
+    assert second.headers.get("X-Cache-Status") == "HIT", describe(second, front)
+    assert second.body == first.body
+
+    live.server.stop()
+    time.sleep(2.5)  # nginx counts max-age in whole seconds: expired 1-2 s after storing
+
+    late = http_call(front.port, "GET", path)
+    assert late.status in (502, 504), (
+        "nginx answered from its cache past max-age while the responder is down:\n"
+        + describe(late, front)
+    )
+
+
+def test_large_post_body_fits_the_cache_key(
+    live_issuer: Callable[..., LiveIssuer],
+    nginx_front: Callable[[LiveIssuer], Nginx],
+    tmp_path: Path,
+) -> None:
+    live = live_issuer()
+    front = nginx_front(live)
+    # A request with an 8,950-octet nonce (RFC 9654 allows 1..128): about 9,000 octets
+    # in all, within client_max_body_size; the responder says malformedRequest.
+    nonce = RequestExtension(NONCE_OID, critical=False, content=b"\x5a" * 8950)
+    der = genconf_request(
+        tmp_path / "big.der", live.issuing.ca.cert, live.issuing.leaves["a"].serial, [nonce]
+    )
+    assert 9000 <= len(der) <= CLIENT_MAX_BODY_SIZE, len(der)
+
+    answer = post_ocsp(front.port, der)
+    assert_ocsp_error(answer, ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    assert answer.headers.get("X-Cache-Status") == "MISS", describe(answer, front)
+    assert cache_key_errors(front) == [], describe(answer, front)
+
+
+def test_key_of_largest_request_fits(
+    live_issuer: Callable[..., LiveIssuer],
+    nginx_front: Callable[[LiveIssuer], Nginx],
+) -> None:
+    """The largest key nginx lets through: a body of client_max_body_size octets
+    POSTed to a request URI that just fits nginx's 8 KiB request line buffer."""
+    live = live_issuer()
+    front = nginx_front(live)
+    request_line_room = 8192 - len("POST  HTTP/1.1\r\n")
+    uri = "/" + "u" * (request_line_room - 1)
+    body = b"\x30" * CLIENT_MAX_BODY_SIZE
+
+    answer = http_call(front.port, "POST", uri, body, {"Content-Type": "application/ocsp-request"})
+    assert answer.status not in (413, 414, 400), describe(answer, front)
+    assert answer.headers.get("X-Cache-Status") == "MISS", describe(answer, front)
+    assert cache_key_errors(front) == [], describe(answer, front)
