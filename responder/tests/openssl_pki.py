@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,18 @@ def certificate_not_after(cert: Path) -> datetime:
     return datetime.strptime(text, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
 
 
+def asn1_time(when: datetime) -> str:
+    """``when`` as the ``YYYYMMDDHHMMSSZ`` form ``openssl ca -startdate/-enddate`` accept."""
+    return when.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
+
+
+def crl_next_update(crl: Path) -> datetime:
+    """Return nextUpdate of a CRL file, PEM or DER (asked of ``openssl crl``)."""
+    form = "DER" if crl.read_bytes()[:1] == b"\x30" else "PEM"
+    text = openssl("crl", "-in", crl, "-inform", form, "-noout", "-nextupdate").strip()
+    return datetime.strptime(text.split("=", 1)[1], "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+
+
 def crl_serials(crl: Path) -> set[int]:
     """Serial numbers listed in a CRL file, PEM or DER (asked of ``openssl crl``)."""
     form = "DER" if crl.read_bytes()[:1] == b"\x30" else "PEM"
@@ -215,7 +228,8 @@ class CertificateAuthority:
             out: where the PEM certificate is written.
             extensions: section of openssl.cnf to use (``server_cert``, ``ocsp_signer``...).
             days: validity in days, unless ``startdate``/``enddate`` are given.
-            startdate, enddate: ``YYYYMMDDHHMMSSZ`` validity bounds.
+            startdate, enddate: ``YYYYMMDDHHMMSSZ`` validity bounds (either alone is
+                fine: openssl then starts now, or ends ``default_days`` later).
 
         Returns:
             ``out``.
@@ -223,8 +237,9 @@ class CertificateAuthority:
         csr = self.dir / "csr" / (out.stem + ".csr.pem")
         openssl("req", "-config", self.config, "-new", "-key", key, "-subj", subject, "-out", csr)
         dates = ["-days", str(days)]
-        if startdate:
-            dates = ["-startdate", startdate, "-enddate", enddate or ""]
+        if startdate or enddate:
+            dates = ["-startdate", startdate] if startdate else []
+            dates += ["-enddate", enddate] if enddate else []
         openssl(
             "ca",
             "-batch",
@@ -257,9 +272,15 @@ class CertificateAuthority:
         )
         return Issued(cert=cert, key=key, serial=certificate_serial(cert))
 
-    def issue_ocsp_signer(self, key_algorithm: str = "ec") -> Issued:
-        """Issue a delegated OCSP signer (EKU OCSPSigning, KU digitalSignature, ocsp-nocheck)."""
-        return self.issue("ocsp-signer", extensions="ocsp_signer", key_algorithm=key_algorithm)
+    def issue_ocsp_signer(self, key_algorithm: str = "ec", **dates: str) -> Issued:
+        """Issue a delegated OCSP signer (EKU OCSPSigning, KU digitalSignature, ocsp-nocheck).
+
+        ``dates``: ``startdate``/``enddate`` (``YYYYMMDDHHMMSSZ``, see :meth:`sign`), e.g.
+        a signer that expires seconds from now.
+        """
+        return self.issue(
+            "ocsp-signer", extensions="ocsp_signer", key_algorithm=key_algorithm, **dates
+        )
 
     def revoke(self, cert: Path, *how: str) -> None:
         """``openssl ca -revoke CERT HOW...``, e.g. ``("-crl_reason", "keyCompromise")``."""
@@ -269,11 +290,24 @@ class CertificateAuthority:
         """``openssl ca -updatedb``: mark expired rows of index.txt ``E``."""
         openssl("ca", "-batch", "-config", self.config, "-updatedb")
 
-    def gencrl(self, out: Path | None = None, der: bool = False) -> Path:
-        """``openssl ca -gencrl``; returns the CRL file (PEM, or DER if ``der``)."""
+    def gencrl(self, out: Path | None = None, der: bool = False, extra: Sequence[str] = ()) -> Path:
+        """``openssl ca -gencrl``; returns the CRL file (PEM, or DER if ``der``).
+
+        ``extra``: more ``openssl ca`` arguments, e.g. ``("-crlsec", "1")`` or
+        ``("-crlhours", "1")`` for a CRL whose nextUpdate comes soon.
+        """
         out = out or self.dir / "crl" / "ca.crl.pem"
         openssl(
-            "ca", "-batch", "-config", self.config, "-gencrl", "-crlexts", "crl_ext", "-out", out
+            "ca",
+            "-batch",
+            "-config",
+            self.config,
+            "-gencrl",
+            "-crlexts",
+            "crl_ext",
+            *extra,
+            "-out",
+            out,
         )
         if der:
             openssl("crl", "-in", out, "-outform", "DER", "-out", out)
@@ -334,6 +368,31 @@ def read_index(path: Path) -> dict[int, IndexRow]:
             reason=rest.partition(",")[0] or None,
         )
     return rows
+
+
+def _edit_row(text: str, serial: int, edit: str) -> str:
+    lines = text.splitlines(keepends=True)
+    found = [n for n, line in enumerate(lines) if int(line.split("\t")[3], 16) == serial]
+    assert len(found) == 1, f"serial {serial:X} is in {len(found)} rows of:\n{text}"
+    fields = lines[found[0]].split("\t")
+    if edit == "drop":
+        del lines[found[0]]
+    else:  # release: an R row back to V, revocation field emptied
+        assert fields[0] == "R", lines[found[0]]
+        fields[0], fields[2] = "V", ""
+        lines[found[0]] = "\t".join(fields)
+    return "".join(lines)
+
+
+def index_without_row(text: str, serial: int) -> str:
+    """index.txt ``text`` with the row of ``serial`` removed."""
+    return _edit_row(text, serial, "drop")
+
+
+def index_with_row_released(text: str, serial: int) -> str:
+    """index.txt ``text`` with the R row of ``serial`` made V again (the revocation field
+    emptied), the hand edit an operator makes to release a certificateHold."""
+    return _edit_row(text, serial, "release")
 
 
 def expected_ocsp_reason(index_reason: str | None) -> str | None:

@@ -8,9 +8,11 @@ response bytes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -92,6 +94,21 @@ def assert_ocsp_error(answer: HttpAnswer, status: ocsp.OCSPResponseStatus) -> No
     assert "max-age" not in directives and "public" not in directives, answer.describe()
 
 
+def assert_try_later(answer: HttpAnswer) -> None:
+    """HTTP 200, an OCSP ``tryLater`` body, ``Cache-Control: no-cache, no-store``."""
+    assert_ocsp_error(answer, ocsp.OCSPResponseStatus.TRY_LATER)
+    assert "no-store" in cache_control(answer), answer.describe()
+
+
+def is_try_later(answer: HttpAnswer) -> bool:
+    """The answer is HTTP 200 with an OCSP ``tryLater`` body (no other check)."""
+    try:
+        status = answer.ocsp().response_status
+    except ValueError:
+        return False
+    return answer.status == 200 and status == ocsp.OCSPResponseStatus.TRY_LATER
+
+
 # ---------------------------------------------------------------- config.toml
 
 
@@ -156,17 +173,72 @@ def check_config(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def accept_data(config: Path, issuer: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ocsp-responder accept-data --config CONFIG ISSUER`` (the operator's override
+    for a deliberate restore of older status data)."""
+    return subprocess.run(
+        [responder_command(), "accept-data", "--config", str(config), issuer],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def no_dac_prefix() -> tuple[str, ...]:
+    """A command prefix under which the responder obeys file permission bits.
+
+    Tests run as root in CI, and root ignores mode 000 (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH); ``setpriv`` (util-linux) drops both from the bounding set, so
+    uid 0 without them is refused a mode 000 file like anyone else. Not root: nothing
+    to drop.
+    """
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to run the responder without DAC override"
+    return (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+#: A log record's level as our logging format and gunicorn's both write it: ``[ERROR]``.
+_LEVEL = re.compile(r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]")
+
+
+def log_records(text: str, level: str = "ERROR") -> list[str]:
+    """The records of ``level`` in a responder log, each with its continuation lines
+    (a record starts at a line carrying a ``[LEVEL]`` marker)."""
+    records: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        match = _LEVEL.search(line)
+        if match:
+            records.append((match.group(1), [line]))
+        elif records:
+            records[-1][1].append(line)
+    return ["\n".join(lines) for found, lines in records if found == level]
+
+
 class Responder:
     """``ocsp-responder serve`` as a child process on a free loopback port.
 
     Args:
         config: the config.toml to serve.
         log: file that receives the process's stdout and stderr.
+        workers: ``serve --workers`` (gunicorn worker processes).
+        command_prefix: run ``serve`` under this command (e.g. :func:`no_dac_prefix`);
+            it must exec the responder, so the serve process keeps its pid.
     """
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        workers: int = 1,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
         self.config = config
         self.log = log
+        self.workers = workers
+        self.command_prefix = tuple(command_prefix)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -179,6 +251,21 @@ class Responder:
         """Everything the process wrote so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def log_offset(self) -> int:
+        """Where the log ends now: pass it as ``after`` to look only at what comes next."""
+        return len(self.log_text())
+
+    def errors(self, after: int = 0) -> list[str]:
+        """ERROR records the process logged past offset ``after`` (see :func:`log_records`)."""
+        return log_records(self.log_text()[after:], "ERROR")
+
+    def error_mentioning(self, *needles: str, after: int = 0) -> str | None:
+        """The first ERROR record past ``after`` that contains every one of ``needles``."""
+        for record in self.errors(after):
+            if all(needle in record for needle in needles):
+                return record
+        return None
+
     def start(self, timeout: float = 30.0) -> None:
         """Start serving and wait until the port answers HTTP.
 
@@ -189,6 +276,7 @@ class Responder:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.command_prefix,
                     responder_command(),
                     "serve",
                     "--config",
@@ -196,7 +284,7 @@ class Responder:
                     "--bind",
                     f"127.0.0.1:{self.port}",
                     "--workers",
-                    "1",
+                    str(self.workers),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -224,6 +312,49 @@ class Responder:
         """Send ``signum`` to the serve process (the gunicorn master)."""
         assert self.process is not None
         self.process.send_signal(signum)
+
+    def worker_pids(self) -> set[int]:
+        """PIDs of the serve process's children: the gunicorn workers."""
+        assert self.process is not None
+        pids: set[int] = set()
+        for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                pids.update(int(pid) for pid in children.read_text().split())
+        return pids
+
+    def booted_workers(self, after: int = 0) -> set[int]:
+        """PIDs from gunicorn's ``Booting worker with pid: N`` lines past offset ``after``."""
+        text = self.log_text()[after:]
+        return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", text)}
+
+    def wait_for_workers(self, old: set[int], keep: int = 0, timeout: float = 30.0) -> set[int]:
+        """Wait until the master runs ``self.workers`` workers, exactly ``keep`` of them from
+        ``old`` and the others new ones that gunicorn logged as booted; return their pids.
+
+        Raises:
+            AssertionError: that did not happen within ``timeout`` seconds.
+        """
+        seen: list[set[int]] = []
+
+        def ready() -> bool:
+            pids = self.worker_pids()
+            seen.append(pids)
+            new = pids - old
+            return (
+                len(pids) == self.workers
+                and len(pids & old) == keep
+                and new <= self.booted_workers()
+            )
+
+        assert wait_for(ready, timeout), (
+            f"workers {old} were not replaced as expected; last seen {seen[-1:]}"
+        )
+        return seen[-1]
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop (SIGTERM) and start again on the same port, config and log."""
+        self.stop()
+        self.start(timeout)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, wait, then SIGKILL our process group; returns the exit status."""

@@ -24,9 +24,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openssl_ocsp import OcspRun, Trust, query
+from openssl_ocsp import CertStatus, OcspRun, Trust, make_request, query
 from openssl_pki import CertificateAuthority, Issued
-from responder_process import Responder, toml_config
+from responder_process import HttpAnswer, Responder, post_ocsp, toml_config, wait_for
 
 #: ``openssl ca -revoke`` arguments, one certificate each in ``pki.rsa``.
 REVOCATIONS: dict[str, tuple[str, ...]] = {
@@ -93,10 +93,15 @@ def new_issuing_ca(
     ca_key: str = "ec",
     signer_key: str = "ec",
     leaves: tuple[str, ...] = (),
+    signer_dates: dict[str, str] | None = None,
 ) -> IssuingCA:
-    """An intermediate under ``root``, its delegated OCSP signer, and valid leaves."""
+    """An intermediate under ``root``, its delegated OCSP signer, and valid leaves.
+
+    ``signer_dates``: ``startdate``/``enddate`` of the signer (``YYYYMMDDHHMMSSZ``).
+    """
     ca = CertificateAuthority(base, name, ca_key, parent=root)
-    issuing = IssuingCA(name=name, ca=ca, signer=ca.issue_ocsp_signer(signer_key))
+    signer = ca.issue_ocsp_signer(signer_key, **(signer_dates or {}))
+    issuing = IssuingCA(name=name, ca=ca, signer=signer)
     for label in leaves:
         issuing.leaves[label] = ca.issue(label)
     return issuing
@@ -164,6 +169,16 @@ def main_config(pki: Pki) -> str:
     )
 
 
+def replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Put ``data`` at ``path`` atomically (write a temp file, chmod it to ``mode``, rename),
+    the way a careful sync tool publishes a file."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_bytes(data)
+    if mode is not None:
+        temp.chmod(mode)
+    os.replace(temp, path)
+
+
 @dataclass
 class LiveIssuer:
     """A fresh intermediate served alone by its own responder; the test may change its files.
@@ -198,3 +213,44 @@ class LiveIssuer:
             digest=digest,
             nonce=nonce,
         )
+
+    def answer(self, label: str, nonce: bool = False) -> CertStatus | None:
+        """What ``openssl ocsp`` says of leaf ``label`` (status, thisUpdate, nextUpdate...),
+        or None unless the answer verified without complaint."""
+        run = self.query(label, nonce=nonce)
+        if not run.verified or run.complaints:
+            return None
+        return run.statuses.get(str(self.issuing.leaves[label].cert))
+
+    def status(self, label: str, nonce: bool = False) -> str:
+        """The verified status of leaf ``label`` ("" if unverified, missing, or an error)."""
+        found = self.answer(label, nonce=nonce)
+        return found.status if found else ""
+
+    def wait_status(self, label: str, expected: str, timeout: float = 15.0) -> str:
+        """Query leaf ``label`` until its verified status is ``expected`` (a bounded wait for
+        a reload); return the last status seen."""
+        seen: list[str] = []
+
+        def arrived() -> bool:
+            seen.append(self.status(label))
+            return seen[-1] == expected
+
+        wait_for(arrived, timeout)
+        return seen[-1]
+
+    def request(self, label: str) -> bytes:
+        """A DER OCSPRequest for leaf ``label`` (SHA-1 CertID, no nonce) made by openssl."""
+        out = self.ca.dir / "requests" / f"{label}.der"
+        if not out.exists():
+            out.parent.mkdir(exist_ok=True)
+            make_request(out, self.ca.cert, [self.issuing.leaves[label].cert])
+        return out.read_bytes()
+
+    def post(self, label: str) -> HttpAnswer:
+        """POST the request for leaf ``label``; the raw HTTP answer (status, headers, body)."""
+        return post_ocsp(self.server.port, self.request(label))
+
+    def try_later(self, label: str) -> bool:
+        """``openssl ocsp`` reports ``Responder Error: trylater (3)`` for leaf ``label``."""
+        return self.query(label).responder_error == "trylater"
