@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,31 @@ from scenario import Pki, main_config
 
 LINE = re.compile(
     r"issuer (?P<name>\S+): source (?P<kind>index|crl) (?P<paths>\S+) "
-    r"\((?P<count>\d+) serials\); signer (?P<subject>.+) notAfter (?P<not_after>\S+)"
+    r"\((?P<count>\d+) serials, generation (?P<generation>\d+)\); "
+    r"data expires (?P<expires>\S+); signer (?P<subject>.+) notAfter (?P<not_after>\S+)"
 )
+#: The default ``max_data_age``: index.txt data expires this long after its mtime.
+MAX_DATA_AGE = timedelta(days=7)
+
+
+def expected_expiry(kind: str, paths: list[Path]) -> datetime:
+    """index: mtime + 7 days (whole seconds); crl: the earliest nextUpdate (openssl's view)."""
+    if kind == "index":
+        mtime = datetime.fromtimestamp(int(paths[0].stat().st_mtime), UTC)
+        return mtime + MAX_DATA_AGE
+    updates = []
+    for path in paths:
+        form = "DER" if path.suffix == ".der" else "PEM"
+        text = openssl("crl", "-in", path, "-inform", form, "-noout", "-nextupdate")
+        stamp = text.strip().split("=", 1)[1]
+        updates.append(
+            datetime.strptime(stamp, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+        )
+    return min(updates)
 
 
 def test_valid_config_prints_one_line_per_issuer(pki: Pki, tmp_path: Path) -> None:
-    """Name, source kind and paths, serial count, signer subject and notAfter, per issuer."""
+    """Name, source, serial count, data expiry, signer subject and notAfter, per issuer."""
     config = tmp_path / "config.toml"
     config.write_text(main_config(pki))
     done = check_config(config)
@@ -46,6 +65,7 @@ def test_valid_config_prints_one_line_per_issuer(pki: Pki, tmp_path: Path) -> No
         assert match["kind"] == kind
         assert match["paths"] == ",".join(map(str, paths))
         assert int(match["count"]) == count, line
+        assert datetime.fromisoformat(match["expires"]) == expected_expiry(kind, paths), line
         assert f"CN={ca.name} ocsp-signer" in match["subject"], line
         assert datetime.fromisoformat(match["not_after"]) == certificate_not_after(ca.signer.cert)
 

@@ -1,4 +1,4 @@
-"""Command line: ``ocsp-responder serve | check-config``.
+"""Command line: ``ocsp-responder serve | check-config | accept-data``.
 
 ``serve`` runs the WSGI app under an embedded gunicorn arbiter in the foreground
 (one process tree, fit for a systemd ``ExecStart``). Signals are gunicorn's:
@@ -7,8 +7,15 @@
   one kept; a good one replaces it in freshly started workers (old ones drain).
 * SIGTERM: graceful stop: stop accepting, finish in-flight requests, exit.
 
-Exit codes: 0 on success; 1 for a configuration problem (messages name file, key
-path and problem on stderr); 2 for bad command-line usage.
+``check-config`` loads everything read-only (nothing is written to ``state_dir``),
+prints one line per issuer with its data expiry and signer notAfter, and fails when
+either has passed. ``accept-data`` is the operator's explicit override for a
+deliberate restore: it makes the issuer's current files the data in service even
+when they are older than what was accepted before (see :mod:`ocsp_responder.snapshot`).
+
+Exit codes: 0 on success; 1 for a configuration problem, expired data or signer, or
+data that cannot be accepted (messages name file, key path and problem on stderr);
+2 for bad command-line usage.
 """
 
 from __future__ import annotations
@@ -22,27 +29,111 @@ from typing import Any
 from .config import ConfigError
 from .http import OCSPApp
 from .responder import build_responder
+from .snapshot import SnapshotError, override
+from .sources import SourceError
+from .status_data import utc_now
 
 log = logging.getLogger("ocsp_responder")
 
 
 def check_config(path: str) -> int:
-    """Validate a config and everything it names; print one line per issuer.
+    """Validate a config and everything it names, read-only; print one line per issuer.
+
+    Each line gives the issuer's source, serial count, data expiry (plus grace) and
+    signer notAfter. Status files that would be rejected (older than the snapshot in
+    ``state_dir``, unparsable) are reported as errors.
 
     Returns:
-        0 when valid (warnings go to stderr), 1 when not (problems go to stderr).
+        0 when valid (warnings go to stderr), 1 when not: a config problem, data past
+        its expiry, a signer outside its validity, or rejected status files
+        (problems go to stderr).
     """
     try:
-        responder = build_responder(path)
+        responder = build_responder(path, persist=False)
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+        _print_problems(exc)
         return 1
+    status = 0
+    now = utc_now()
     for issuer in responder.issuers.issuers:
         print(issuer.describe())
         for warning in issuer.warnings():
             print(f"warning: {warning}", file=sys.stderr)
+        problem = issuer.unavailable(now)
+        if problem is not None:
+            print(f"error: {problem}: it answers tryLater", file=sys.stderr)
+            status = 1
+        if issuer.data.last_error is not None:
+            print(
+                f"error: issuer {issuer.name}: the status files are not used: "
+                f"{issuer.data.last_error}",
+                file=sys.stderr,
+            )
+            status = 1
+    return status
+
+
+def accept_data(path: str, name: str) -> int:
+    """Make an issuer's current status files the data in service, older or not.
+
+    For a deliberate restore (an index.txt or CRL brought back from a backup on
+    purpose): the files must still parse and verify; the snapshot in ``state_dir``
+    and its remembered revocations are replaced; running processes adopt it within
+    ``reload_interval``. Logged at WARNING.
+
+    Returns:
+        0 when accepted; 1 for an unknown issuer, a config problem or files that
+        cannot be used.
+    """
+    _setup_logging("info")
+    try:
+        responder = build_responder(path, persist=False)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    found = [i for i in responder.issuers.issuers if i.name == name]
+    if not found:
+        names = ", ".join(i.name for i in responder.issuers.issuers)
+        print(f"{path}: no issuer named {name!r} (issuers: {names})", file=sys.stderr)
+        return 1
+    data = found[0].data
+    store = data.store
+    now = utc_now()
+    try:
+        read = data.source.read(now)
+        store.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with store.lock():
+            previous = store.load()
+            snapshot = override(
+                previous,
+                read,
+                issuer=name,
+                ca_fingerprint=store.ca_fingerprint,
+                now=now,
+            )
+            store.save(snapshot)
+    except (SourceError, SnapshotError) as exc:
+        print(f"issuer {name}: not accepted: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"issuer {name}: cannot write {store.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    revoked = len(snapshot.remembered)
+    log.warning(
+        "issuer %s: operator override (accept-data): %s accepted as given: %d serials, "
+        "generation %d; remembered revocations reset to the %d in this data",
+        name,
+        data.source.describe(),
+        len(snapshot.table),
+        snapshot.generation,
+        revoked,
+    )
     return 0
+
+
+def _print_problems(exc: ConfigError) -> None:
+    for line in exc.problems:
+        print(line, file=sys.stderr)
 
 
 def _setup_logging(level: str) -> None:
@@ -65,17 +156,21 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
     Returns:
         The exit code (1 when the initial config is invalid).
     """
+    _setup_logging("info")
     try:
         app = OCSPApp(build_responder(path))
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
+        _print_problems(exc)
         return 1
     _setup_logging(app.responder.config.server.log_level)
+    now = utc_now()
     for issuer in app.responder.issuers.issuers:
         log.info("%s", issuer.describe())
         for warning in issuer.warnings():
             log.warning("%s", warning)
+        problem = issuer.unavailable(now)
+        if problem is not None:
+            log.error("answering tryLater: %s", problem)
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):  # type: ignore[misc]
@@ -141,9 +236,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check_cmd = commands.add_parser("check-config", help="validate a configuration file")
     check_cmd.add_argument("config", help="TOML configuration file")
+    accept_cmd = commands.add_parser(
+        "accept-data",
+        help="operator override: serve an issuer's current status files even if older",
+    )
+    accept_cmd.add_argument("--config", required=True, help="TOML configuration file")
+    accept_cmd.add_argument("issuer", help="the [[issuer]] name")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "accept-data":
+        return accept_data(args.config, args.issuer)
     if args.workers is not None and not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
     return serve(args.config, args.bind, args.workers)

@@ -8,11 +8,16 @@ subjectPublicKey value) come from the library's own encoders.
 The signer must be the CA itself or a delegated OCSP signer (RFC 6960 section 4.2.2.2):
 issued directly by the CA, with extendedKeyUsage id-kp-OCSPSigning, currently valid,
 and with a private key that matches its certificate.
+
+An issuer vouches for a status only while both its data and its signer are valid
+(:meth:`Issuer.unavailable`, :meth:`Issuer.vouch_until`): nextUpdate never lies
+beyond either, and past either the issuer answers ``tryLater``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,9 +31,11 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .config import Config, IssuerConfig, Problems
+from .snapshot import SnapshotStore
 from .sources import SourceError, StatusSource
 from .sources.crl import CRLSource
 from .sources.index import IndexSource
+from .status_data import Clock, StatusData, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ class Issuer:
         response_validity: thisUpdate to nextUpdate.
         responder_encoding: ResponderID form (byKey or byName).
         signature_hash: hash for the signature, None for Ed25519/Ed448 keys.
-        source: the status source.
+        data: the status data in service (source, snapshot, expiry).
         cert_id_keys: the (algorithm, issuerNameHash, issuerKeyHash) triples matching it.
     """
 
@@ -83,21 +90,51 @@ class Issuer:
     response_validity: timedelta
     responder_encoding: ocsp.OCSPResponderEncoding
     signature_hash: hashes.HashAlgorithm | None
-    source: StatusSource
+    data: StatusData
     cert_id_keys: tuple[IssuerKey, ...] = field(default=())
 
     def describe(self) -> str:
-        """One line: name, source, serial count, signer subject and notAfter."""
+        """One line: name, data (source, serials, expiry), signer subject and notAfter."""
         signer = self.signer_certificate
         return (
-            f"issuer {self.name}: source {self.source.describe()} ({len(self.source)} serials); "
+            f"issuer {self.name}: {self.data.describe()}; "
             f"signer {signer.subject.rfc4514_string()} "
             f"notAfter {signer.not_valid_after_utc.isoformat()}"
         )
 
+    def vouch_until(self) -> datetime:
+        """The latest nextUpdate it may state: min(data expiry + grace, signer notAfter)."""
+        return min(self.data.expires_at(), self.signer_certificate.not_valid_after_utc)
+
+    def unavailable(self, now: datetime) -> str | None:
+        """Why this issuer cannot vouch for any status at ``now``, or None when it can.
+
+        Returns:
+            None, or one line naming the expired data or signer (the answer is then
+            ``tryLater``, RFC 6960 section 2.3).
+        """
+        signer = self.signer_certificate
+        if now < signer.not_valid_before_utc:
+            return (
+                f"issuer {self.name}: signer certificate is not valid before "
+                f"{signer.not_valid_before_utc.isoformat()}"
+            )
+        if now >= signer.not_valid_after_utc:
+            return (
+                f"issuer {self.name}: signer certificate expired at "
+                f"{signer.not_valid_after_utc.isoformat()}"
+            )
+        expires = self.data.expires_at()
+        if now >= expires:
+            return (
+                f"issuer {self.name}: status data expired at {expires.isoformat()} "
+                f"({self.data.source.describe()}; publish current data)"
+            )
+        return None
+
     def warnings(self) -> list[str]:
-        """Operator warnings: signer without id-pkix-ocsp-nocheck, expiring soon, stale CRL."""
-        found = list(self.source.warnings())
+        """Operator warnings: signer without id-pkix-ocsp-nocheck, signer expiring soon."""
+        found: list[str] = []
         signer = self.signer_certificate
         if signer != self.certificate:
             try:
@@ -230,7 +267,7 @@ def _check_signer(
     private: SigningKey,
     problems: Problems,
     *,
-    now: datetime,
+    now: datetime | None,
 ) -> None:
     key = f"{cfg.key}.signer_certificate"
     where = f"{cfg.signer_certificate}"
@@ -238,9 +275,9 @@ def _check_signer(
         problems.add(
             f"{cfg.key}.signer_key", f"{cfg.signer_key} does not match the public key of {where}"
         )
-    if signer.not_valid_after_utc < now:
+    if now is not None and signer.not_valid_after_utc < now:
         problems.add(key, f"{where} expired at {signer.not_valid_after_utc.isoformat()}")
-    if signer.not_valid_before_utc > now:
+    if now is not None and signer.not_valid_before_utc > now:
         problems.add(key, f"{where} is not valid before {signer.not_valid_before_utc.isoformat()}")
     if signer == ca:
         return  # the CA signs its own responses (RFC 6960 4.2.2.2, first case)
@@ -259,44 +296,70 @@ def _check_signer(
 
 
 def load_issuer(
-    cfg: IssuerConfig, problems: Problems, now: datetime | None = None
+    cfg: IssuerConfig,
+    problems: Problems,
+    state_dir: Path,
+    *,
+    persist: bool,
+    clock: Clock = utc_now,
+    check_validity: bool = True,
 ) -> Issuer | None:
-    """Load one issuer's certificates, key and status source, checking each.
+    """Load one issuer's certificates, key and status data, checking each.
 
     Args:
         cfg: the validated ``[[issuer]]`` entry.
         problems: where problems are recorded (with ``cfg.key`` key paths).
-        now: the time to check validity against (default: now).
+        state_dir: where the issuer's snapshot is kept (``[server] state_dir``).
+        persist: write accepted data to the snapshot (False: read-only, for checks).
+        clock: returns the current time, aware UTC.
+        check_validity: record an expired or not yet valid signer as a problem
+            (``serve`` starts anyway and answers tryLater; ``check-config`` reports it).
 
     Returns:
         The :class:`Issuer`, or None when a problem was recorded.
     """
-    now = now or datetime.now(UTC)
+    now = clock()
     before = len(problems.lines)
     ca = _load_certificate(cfg.ca_certificate, f"{cfg.key}.ca_certificate", problems)
     signer = _load_certificate(cfg.signer_certificate, f"{cfg.key}.signer_certificate", problems)
     private = _load_key(cfg, problems)
     if ca is None or signer is None or private is None:
         return None
-    _check_signer(cfg, ca, signer, private, problems, now=now)
+    _check_signer(cfg, ca, signer, private, problems, now=now if check_validity else None)
     try:
         keys = cert_id_keys(ca)
     except ValueError as exc:
         problems.add(f"{cfg.key}.ca_certificate", f"{cfg.ca_certificate}: {exc}")
         return None
-    source: StatusSource | None = None
+    source: StatusSource
+    if cfg.source.kind == "index":
+        source = IndexSource(cfg.source.paths[0])
+    else:
+        source = CRLSource(list(cfg.source.paths), ca)
+    store = SnapshotStore(state_dir, cfg.name, ca.fingerprint(hashes.SHA256()).hex())
+    data: StatusData | None = None
     try:
-        if cfg.source.kind == "index":
-            source = IndexSource(cfg.source.paths[0])
-        else:
-            source = CRLSource(list(cfg.source.paths), ca)
+        data = StatusData(
+            cfg.name,
+            source,
+            store,
+            max_data_age=timedelta(seconds=cfg.max_data_age),
+            grace=timedelta(seconds=cfg.data_expiry_grace),
+            clock=clock,
+            persist=persist,
+        )
     except SourceError as exc:
-        if cfg.source.kind == "index":
-            key = f"{cfg.key}.source.path"
+        if exc.path in cfg.source.paths:
+            number = cfg.source.paths.index(exc.path) + 1
+            key = (
+                f"{cfg.key}.source.path"
+                if cfg.source.kind == "index"
+                else f"{cfg.key}.source.paths[{number}]"
+            )
         else:
-            key = f"{cfg.key}.source.paths[{cfg.source.paths.index(exc.path) + 1}]"
+            key = cfg.key  # the snapshot in state_dir
         problems.add(key, str(exc))
-    if source is None or len(problems.lines) != before:
+    if data is None or len(problems.lines) != before:
         return None
     is_edwards = isinstance(private, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
     return Issuer(
@@ -307,9 +370,20 @@ def load_issuer(
         response_validity=timedelta(seconds=cfg.response_validity),
         responder_encoding=_RESPONDER_IDS[cfg.responder_id],
         signature_hash=None if is_edwards else _SIGNATURE_HASHES[cfg.signature_hash],
-        source=source,
+        data=data,
         cert_id_keys=keys,
     )
+
+
+def _prepare_state_dir(state_dir: Path, problems: Problems) -> None:
+    """Create ``state_dir`` (mode 0700) if needed and check that it is writable."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        problems.add("server.state_dir", f"cannot create {state_dir}: {exc.strerror or exc}")
+        return
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        problems.add("server.state_dir", f"{state_dir} is not writable by this user")
 
 
 class IssuerSet:
@@ -341,14 +415,21 @@ class IssuerSet:
 
 
 def load_issuers(
-    config: Config, now: datetime | None = None, problems: Problems | None = None
+    config: Config,
+    problems: Problems | None = None,
+    *,
+    persist: bool = True,
+    clock: Clock = utc_now,
+    check_validity: bool = True,
 ) -> IssuerSet:
     """Load every issuer of ``config``.
 
     Args:
         config: the (possibly partly valid) configuration.
-        now: the time to check certificate validity against (default: now).
         problems: problems found so far, reported together with the issuers' own.
+        persist: keep accepted data in ``[server] state_dir`` (False: read-only).
+        clock: returns the current time, aware UTC.
+        check_validity: see :func:`load_issuer`.
 
     Returns:
         The :class:`IssuerSet`.
@@ -357,7 +438,20 @@ def load_issuers(
         ConfigError: listing every problem (earlier ones and every issuer's), with key paths.
     """
     problems = problems or Problems(config.path)
-    loaded = [load_issuer(cfg, problems, now) for cfg in config.issuers]
+    if persist:
+        _prepare_state_dir(config.server.state_dir, problems)
+        problems.raise_if_any()
+    loaded = [
+        load_issuer(
+            cfg,
+            problems,
+            config.server.state_dir,
+            persist=persist,
+            clock=clock,
+            check_validity=check_validity,
+        )
+        for cfg in config.issuers
+    ]
     problems.raise_if_any()
     try:
         return IssuerSet(i for i in loaded if i is not None)

@@ -12,33 +12,42 @@ undecodable / several CertIDs   malformedRequest
 extension
 CertID of an issuer we do not   unauthorized (RFC 6960 section 2.3)
 serve (or another hash algo)
+known issuer whose data is      tryLater (RFC 6960 section 2.3); an ERROR is
+past its expiry (+ grace), or   logged once per change of that state
+whose signer is not valid now
 known issuer, no nonce          successful, pre-signed (cache) or signed now
 known issuer, nonce             successful, signed now with the nonce echoed
 anything raising unexpectedly   internalError (cause logged by the HTTP layer)
 ==============================  ==========================================
+
+Every successful answer's nextUpdate is at most the issuer's
+:meth:`~ocsp_responder.issuers.Issuer.vouch_until` (data expiry + grace, signer
+notAfter): no answer is valid longer than the data and the signer behind it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.x509 import ocsp
 
 from .cache import ResponseCache
 from .config import Config, read_config
-from .issuers import IssuerSet, load_issuers
+from .issuers import Issuer, IssuerSet, load_issuers
 from .request import Request
 from .signing import SignedResponse, sign_response, unsuccessful
-from .sources import SourceWatcher
+from .status_data import Clock, DataWatcher, utc_now
 
 log = logging.getLogger(__name__)
 
 MALFORMED_REQUEST = unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
 UNAUTHORIZED = unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
 INTERNAL_ERROR = unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+TRY_LATER = unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,19 @@ class Responder:
 
     Args:
         config: the validated configuration.
-        issuers: the loaded issuers (with their status sources).
+        issuers: the loaded issuers (with their status data).
+        clock: returns the current time, aware UTC.
     """
 
-    def __init__(self, config: Config, issuers: IssuerSet) -> None:
+    def __init__(self, config: Config, issuers: IssuerSet, clock: Clock = utc_now) -> None:
         self.config = config
         self.issuers = issuers
+        self.clock = clock
+        self._unavailable: dict[str, str] = {}
+        self._state_lock = threading.Lock()
         self.cache = ResponseCache(config.server.cache_size, config.server.refresh_fraction)
-        self.watcher = SourceWatcher(
-            [issuer.source for issuer in issuers.issuers], config.server.reload_interval
+        self.watcher = DataWatcher(
+            [issuer.data for issuer in issuers.issuers], config.server.reload_interval
         )
 
     def respond(self, request: Request) -> Answer:
@@ -97,26 +110,58 @@ class Responder:
                 cert_id.issuer_key_hash.hex(),
             )
             return Answer(UNAUTHORIZED)
-        status = issuer.source.lookup(cert_id.serial_number)
-        now = datetime.now(UTC)
+        now = self.clock()
+        if not self._available(issuer, now):
+            return Answer(TRY_LATER)
+        status = issuer.data.lookup(cert_id.serial_number)
+        until = issuer.vouch_until()
         if request.nonce is not None:
-            signed = sign_response(issuer, cert_id, status, now, request.nonce)
+            signed = sign_response(issuer, cert_id, status, now, request.nonce, until=until)
             return Answer(signed.der, signed, cacheable=False)
         key = (issuer.name, cert_id.serial_number, algorithm)
         signed_or_none = self.cache.get(key, status, now)
-        if signed_or_none is None:
-            signed_or_none = sign_response(issuer, cert_id, status, now)
+        if signed_or_none is None or signed_or_none.next_update > until:
+            signed_or_none = sign_response(issuer, cert_id, status, now, until=until)
             self.cache.put(key, signed_or_none)
         return Answer(signed_or_none.der, signed_or_none, cacheable=True)
 
+    def _available(self, issuer: Issuer, now: datetime) -> bool:
+        """False (and an ERROR on the change) when ``issuer`` cannot vouch at ``now``."""
+        problem = issuer.unavailable(now)
+        if problem == self._unavailable.get(issuer.name):
+            return problem is None
+        with self._state_lock:
+            before = self._unavailable.get(issuer.name)
+            if problem == before:
+                return problem is None
+            if problem is None:
+                del self._unavailable[issuer.name]
+                log.warning("issuer %s: answering again (data and signer valid)", issuer.name)
+            else:
+                self._unavailable[issuer.name] = problem
+                log.error("answering tryLater: %s", problem)
+        return problem is None
 
-def build_responder(config_path: str | Path) -> Responder:
+
+def build_responder(
+    config_path: str | Path, *, persist: bool = True, check_validity: bool = False
+) -> Responder:
     """Load a config file and everything it names into a ready :class:`Responder`.
 
-    The source watcher is not started (see :meth:`SourceWatcher.ensure_running`).
+    The data watcher is not started (see :meth:`DataWatcher.ensure_running`).
+
+    Args:
+        config_path: the TOML file.
+        persist: keep accepted status data in ``[server] state_dir`` (``serve``);
+            False reads without writing anything (``check-config``).
+        check_validity: treat a signer outside its validity period as a config
+            problem; ``serve`` starts anyway and answers tryLater for that issuer.
 
     Raises:
         ConfigError: every problem found, with file and key path.
     """
     config, problems = read_config(config_path)
-    return Responder(config, load_issuers(config, problems=problems))
+    issuers = load_issuers(
+        config, problems=problems, persist=persist, check_validity=check_validity
+    )
+    return Responder(config, issuers)

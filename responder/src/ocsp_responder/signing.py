@@ -2,10 +2,10 @@
 
 A successful response is a BasicOCSPResponse (RFC 6960 section 4.2.1) with one
 SingleResponse that echoes the request's CertID (same hash algorithm), thisUpdate =
-the signing time (whole seconds), nextUpdate = thisUpdate + the issuer's
-response_validity, producedAt set by the library at signing, the ResponderID in the
-issuer's configured form, the signer certificate in ``certs``, and the request's
-nonce echoed when there was one (RFC 9654).
+the signing time (whole seconds), nextUpdate = min(thisUpdate + the issuer's
+response_validity, the time up to which the issuer may vouch), producedAt set by the
+library at signing, the ResponderID in the issuer's configured form, the signer
+certificate in ``certs``, and the request's nonce echoed when there was one (RFC 9654).
 """
 
 from __future__ import annotations
@@ -52,7 +52,13 @@ class SignedResponse:
 
 
 def sign_response(
-    issuer: Issuer, cert_id: CertID, status: Status, now: datetime, nonce: bytes | None = None
+    issuer: Issuer,
+    cert_id: CertID,
+    status: Status,
+    now: datetime,
+    nonce: bytes | None = None,
+    *,
+    until: datetime | None = None,
 ) -> SignedResponse:
     """Sign a response for one CertID.
 
@@ -62,6 +68,8 @@ def sign_response(
         status: the status to state.
         now: the signing time (aware UTC); thisUpdate is ``now`` without microseconds.
         nonce: the request's nonce to echo, or None.
+        until: the latest nextUpdate allowed (data expiry, signer notAfter), or None;
+            the caller answers tryLater rather than sign when it is not after ``now``.
 
     Returns:
         The :class:`SignedResponse`.
@@ -72,6 +80,8 @@ def sign_response(
     """
     this_update = now.replace(microsecond=0)
     next_update = this_update + issuer.response_validity
+    if until is not None and until < next_update:
+        next_update = until.replace(microsecond=0)
     builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
         issuer_name_hash=cert_id.issuer_name_hash,
         issuer_key_hash=cert_id.issuer_key_hash,

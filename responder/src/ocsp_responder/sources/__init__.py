@@ -1,23 +1,21 @@
-"""Status sources: where the status of a serial number comes from.
+"""Status sources: read status files into one consistent, unvalidated view.
 
 One interface, :class:`StatusSource`, with one class per kind of data:
 :class:`~ocsp_responder.sources.index.IndexSource` (the OpenSSL CA database) and
-:class:`~ocsp_responder.sources.crl.CRLSource` (CRL files). A source knows nothing of
-HTTP or signing; it maps a serial number to a :class:`Status` and keeps its data fresh.
+:class:`~ocsp_responder.sources.crl.CRLSource` (CRL files). A source knows nothing
+of HTTP, signing, or what was read before: :meth:`StatusSource.read` turns the files
+into a :class:`SourceData` (serial -> :class:`Status` plus what the data says about
+its own age), or raises :class:`SourceError` naming the file and line.
 
-Hot reload: :meth:`StatusSource.reload_if_changed` compares each file's (mtime, size,
-inode) with what was loaded; a changed set of files is parsed completely into a new
-table, which then replaces the old one in a single reference assignment, so a lookup
-sees either all-old or all-new data, never half-read data. A file that fails to parse
-leaves the last good table in service, is logged once with file and line, and is
-retried each time it changes again.
+Whether that data may replace what is being served (never older, never losing a
+revocation, not expired) is decided by :mod:`ocsp_responder.snapshot`; keeping it
+fresh in every process is :mod:`ocsp_responder.status_data`.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +23,6 @@ from enum import Enum
 from pathlib import Path
 
 from cryptography import x509
-
-log = logging.getLogger(__name__)
 
 
 class CertState(Enum):
@@ -51,6 +47,15 @@ class Status:
     revocation_time: datetime | None = None
     reason: x509.ReasonFlags | None = None
 
+    @property
+    def releasable(self) -> bool:
+        """True for a revocation a CA may take back: certificateHold (RFC 5280 5.3.1).
+
+        ``removeFromCRL`` is the record of such a release, so it is releasable too.
+        Every other revocation is permanent.
+        """
+        return self.reason in (x509.ReasonFlags.certificate_hold, x509.ReasonFlags.remove_from_crl)
+
 
 GOOD = Status(CertState.GOOD)
 UNKNOWN = Status(CertState.UNKNOWN)
@@ -71,10 +76,49 @@ class SourceError(Exception):
         self.path = path
 
 
-FileStamp = tuple[int, int, int]  # (mtime_ns, size, inode)
+@dataclass(frozen=True)
+class CRLInfo:
+    """The identity and validity of one accepted CRL file (RFC 5280 section 5.1.2).
+
+    Attributes:
+        path: the file it was read from.
+        number: its cRLNumber extension, or None when it has none.
+        this_update: its thisUpdate (aware UTC).
+        next_update: its nextUpdate, or None when it has none.
+    """
+
+    path: str
+    number: int | None
+    this_update: datetime
+    next_update: datetime | None
 
 
-def _stamps(paths: Iterable[Path]) -> tuple[FileStamp | None, ...]:
+@dataclass(frozen=True)
+class SourceData:
+    """One consistent read of a source's files, not yet validated.
+
+    Attributes:
+        kind: the source kind (``index`` or ``crl``).
+        table: serial number -> status for every serial the files mention.
+        digest: SHA-256 (hex) over the files' contents, in order.
+        confirmed_at: for ``index``: when the data was last confirmed current (the
+            file's mtime, never later than the time of reading); None for ``crl``.
+        crls: for ``crl``: one :class:`CRLInfo` per file, in configuration order.
+    """
+
+    kind: str
+    table: dict[int, Status]
+    digest: str
+    confirmed_at: datetime | None = None
+    crls: tuple[CRLInfo, ...] = ()
+
+
+#: (mtime_ns, ctime_ns, size, inode); ctime catches a chmod that fixes a file.
+FileStamp = tuple[int, int, int, int]
+
+
+def file_stamps(paths: Iterable[Path]) -> tuple[FileStamp | None, ...]:
+    """The (mtime, ctime, size, inode) of each file, None for one that cannot be stat'ed."""
     stamps: list[FileStamp | None] = []
     for path in paths:
         try:
@@ -82,22 +126,41 @@ def _stamps(paths: Iterable[Path]) -> tuple[FileStamp | None, ...]:
         except OSError:
             stamps.append(None)
         else:
-            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            stamps.append((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
     return tuple(stamps)
 
 
-class StatusSource:
-    """Base class: a table of revocation data read from files, with hot reload.
+def read_file(path: Path) -> tuple[bytes, os.stat_result]:
+    """Read a whole status file and the stat of what was read (same open file).
 
-    Subclasses implement :meth:`parse`, which reads all of ``paths`` and returns the
-    table of serial number -> :class:`Status`, and :attr:`default` (the answer for a
-    serial that is not in the table).
+    Raises:
+        SourceError: the file cannot be opened or read (message with the OS reason).
+    """
+    try:
+        with path.open("rb") as handle:
+            st = os.fstat(handle.fileno())
+            return handle.read(), st
+    except OSError as exc:
+        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def digest_of(contents: Iterable[bytes]) -> str:
+    """SHA-256 (hex) over the length-prefixed contents of the files, in order."""
+    hasher = hashlib.sha256()
+    for data in contents:
+        hasher.update(len(data).to_bytes(8, "big"))
+        hasher.update(data)
+    return hasher.hexdigest()
+
+
+class StatusSource:
+    """Base class: the files of one issuer's status data and how to read them.
+
+    Subclasses set :attr:`kind` and :attr:`default` (the answer for a serial absent
+    from the table) and implement :meth:`read`.
 
     Args:
         paths: the files this source reads.
-
-    Raises:
-        SourceError: on construction, when the files cannot be read or parsed.
     """
 
     kind = "abstract"
@@ -106,111 +169,25 @@ class StatusSource:
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = tuple(paths)
-        self._lock = threading.Lock()
-        stamps = _stamps(self.paths)
-        self._table: dict[int, Status] = self.parse()
-        self._loaded_stamps = stamps
-        self._failed_stamps: tuple[FileStamp | None, ...] | None = None
 
-    def parse(self) -> dict[int, Status]:
+    def read(self, now: datetime) -> SourceData:
         """Read every file of this source.
 
+        Args:
+            now: the time of reading (aware UTC); caps ``confirmed_at``.
+
         Returns:
-            serial number -> status for every serial the files mention.
+            The :class:`SourceData`.
 
         Raises:
             SourceError: naming the file (and line) that cannot be used.
         """
         raise NotImplementedError
 
-    def lookup(self, serial: int) -> Status:
-        """Return the status of ``serial`` (no I/O: a dictionary lookup)."""
-        return self._table.get(serial, self.default)
-
-    def __len__(self) -> int:
-        """Number of serial numbers in the current table."""
-        return len(self._table)
+    def stamps(self) -> tuple[FileStamp | None, ...]:
+        """The current :data:`FileStamp` of each file (cheap: one stat per file)."""
+        return file_stamps(self.paths)
 
     def describe(self) -> str:
         """One line for logs and ``check-config``: kind and paths."""
         return f"{self.kind} {','.join(str(p) for p in self.paths)}"
-
-    def warnings(self) -> list[str]:
-        """Things an operator should know that are not errors (e.g. an expired CRL)."""
-        return []
-
-    def reload_if_changed(self) -> bool:
-        """Re-read the files if any of them changed since the last load or failure.
-
-        Returns:
-            True if a new table was swapped in.
-        """
-        with self._lock:
-            stamps = _stamps(self.paths)
-            if stamps in (self._loaded_stamps, self._failed_stamps):
-                return False
-            try:
-                table = self.parse()
-            except SourceError as exc:
-                self._failed_stamps = stamps
-                log.error("keeping the last good data of %s: %s", self.describe(), exc)
-                return False
-            self._table = table
-            self._loaded_stamps = stamps
-            self._failed_stamps = None
-            log.info("reloaded %s: %d serials", self.describe(), len(table))
-            return True
-
-
-class SourceWatcher:
-    """A daemon thread that calls :meth:`StatusSource.reload_if_changed` periodically.
-
-    One per process (threads do not survive ``fork``, so a forking server starts it in
-    each worker via :meth:`ensure_running`).
-
-    Args:
-        sources: the sources to watch.
-        interval: seconds between checks.
-    """
-
-    def __init__(self, sources: Sequence[StatusSource], interval: float) -> None:
-        self.sources = tuple(sources)
-        self.interval = interval
-        self._pid: int | None = None
-        self._stop = threading.Event()
-        self._start_lock = threading.Lock()
-
-    def check_now(self) -> None:
-        """Check every source once, in this thread."""
-        for source in self.sources:
-            try:
-                source.reload_if_changed()
-            except Exception:
-                log.exception("reload check of %s failed", source.describe())
-
-    def ensure_running(self) -> None:
-        """Start the thread in this process if it is not running here yet.
-
-        The first call in a process checks every source synchronously first, so data
-        inherited across ``fork`` is brought up to date before anything is served.
-        """
-        pid = os.getpid()
-        if self._pid == pid:
-            return
-        with self._start_lock:
-            if self._pid == pid:
-                return
-            self._stop = threading.Event()
-            self.check_now()
-            thread = threading.Thread(target=self._run, name="source-watcher", daemon=True)
-            thread.start()
-            self._pid = pid
-
-    def stop(self) -> None:
-        """Ask the thread to end after its current check."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.interval):
-            self.check_now()

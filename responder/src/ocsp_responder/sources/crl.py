@@ -9,37 +9,46 @@ Each CRL must be a complete CRL (not a delta CRL), name the issuer as its issuer
 verify against the issuer certificate's public key; one that does not is rejected
 (at start-up: a configuration error; on reload: the last good data stays in
 service). Entries of several files are merged. revocationReason comes from each
-entry's CRLReason extension (none when absent).
+entry's CRLReason extension (none when absent). Each CRL's cRLNumber, thisUpdate
+and nextUpdate are kept (:class:`~ocsp_responder.sources.CRLInfo`): they decide
+whether a new CRL is newer than the last accepted one and when the data expires.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from . import GOOD, CertState, SourceError, Status, StatusSource
+from . import (
+    GOOD,
+    CertState,
+    CRLInfo,
+    SourceData,
+    SourceError,
+    Status,
+    StatusSource,
+    digest_of,
+    read_file,
+)
 
 
-def load_crl(path: Path, issuer: x509.Certificate) -> x509.CertificateRevocationList:
-    """Read one CRL and check it belongs to ``issuer``.
+def load_crl(data: bytes, path: Path, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    """Parse one CRL and check it belongs to ``issuer``.
 
     Args:
-        path: a PEM or DER CRL file.
+        data: the contents of a PEM or DER CRL file.
+        path: the file, for messages.
         issuer: the CA certificate the CRL must be issued and signed by.
 
     Returns:
         The parsed CRL.
 
     Raises:
-        SourceError: unreadable, not a CRL, a delta CRL, another issuer's CRL, or a
-            signature that does not verify; the message names the file.
+        SourceError: not a CRL, a delta CRL, another issuer's CRL, or a signature
+            that does not verify; the message names the file.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         if b"-----BEGIN" in data:
             crl = x509.load_pem_x509_crl(data)
@@ -64,15 +73,33 @@ def load_crl(path: Path, issuer: x509.Certificate) -> x509.CertificateRevocation
     return crl
 
 
+def crl_info(crl: x509.CertificateRevocationList, path: Path) -> CRLInfo:
+    """The cRLNumber, thisUpdate and nextUpdate of ``crl`` (read from ``path``).
+
+    Raises:
+        SourceError: a cRLNumber extension that cannot be decoded.
+    """
+    number: int | None = None
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        pass
+    except ValueError as exc:
+        raise SourceError(path, f"bad cRLNumber extension: {exc}") from exc
+    return CRLInfo(
+        path=str(path),
+        number=number,
+        this_update=crl.last_update_utc,
+        next_update=crl.next_update_utc,
+    )
+
+
 class CRLSource(StatusSource):
     """Status from one or more CRLs of one issuer; serials absent from them are good.
 
     Args:
         paths: CRL files (PEM or DER).
         issuer: the CA certificate the CRLs must verify against.
-
-    Raises:
-        SourceError: any file cannot be used (see :func:`load_crl`).
     """
 
     kind = "crl"
@@ -80,17 +107,22 @@ class CRLSource(StatusSource):
 
     def __init__(self, paths: list[Path], issuer: x509.Certificate) -> None:
         self.issuer = issuer
-        self.next_update: datetime | None = None
         super().__init__(paths)
 
-    def parse(self) -> dict[int, Status]:
-        """Load every CRL, verify it, and merge their entries."""
+    def read(self, now: datetime) -> SourceData:
+        """Load every CRL, verify it, and merge their entries.
+
+        Raises:
+            SourceError: any file cannot be used (see :func:`load_crl`).
+        """
         table: dict[int, Status] = {}
-        next_updates: list[datetime] = []
+        contents: list[bytes] = []
+        infos: list[CRLInfo] = []
         for path in self.paths:
-            crl = load_crl(path, self.issuer)
-            if crl.next_update_utc is not None:
-                next_updates.append(crl.next_update_utc)
+            data, _ = read_file(path)
+            contents.append(data)
+            crl = load_crl(data, path, self.issuer)
+            infos.append(crl_info(crl, path))
             for entry in crl:
                 reason: x509.ReasonFlags | None = None
                 try:
@@ -102,14 +134,6 @@ class CRLSource(StatusSource):
                 table[entry.serial_number] = Status(
                     CertState.REVOKED, entry.revocation_date_utc, reason
                 )
-        self.next_update = min(next_updates) if next_updates else None
-        return table
-
-    def warnings(self) -> list[str]:
-        """Warn when the CRLs are past their nextUpdate (the CA stopped publishing?)."""
-        if self.next_update is not None and self.next_update < datetime.now(UTC):
-            return [
-                f"{self.describe()}: CRL nextUpdate {self.next_update.isoformat()} has passed; "
-                "status may be stale"
-            ]
-        return []
+        return SourceData(
+            kind=self.kind, table=table, digest=digest_of(contents), crls=tuple(infos)
+        )

@@ -46,7 +46,16 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import UNKNOWN, CertState, SourceError, Status, StatusSource
+from . import (
+    UNKNOWN,
+    CertState,
+    SourceData,
+    SourceError,
+    Status,
+    StatusSource,
+    digest_of,
+    read_file,
+)
 
 #: Reason names as ``openssl ca`` writes them, lower-cased.
 REASONS: dict[str, x509.ReasonFlags] = {
@@ -112,23 +121,22 @@ def parse_revocation(field: str) -> tuple[datetime, x509.ReasonFlags | None]:
     return when, REASONS[name]
 
 
-def parse_index(path: Path) -> dict[int, Status]:
-    """Read an OpenSSL CA database.
+def parse_index(data: bytes, path: Path) -> dict[int, Status]:
+    """Parse the contents of an OpenSSL CA database.
 
     Args:
-        path: the index.txt file.
+        data: the file's contents.
+        path: the file, for messages.
 
     Returns:
         serial number -> status, for every row.
 
     Raises:
         SourceError: naming the file and line of the first row that cannot be parsed
-            (including a truncated last line), or an unreadable file.
+            (including a truncated last line), or the file when it has no rows at all
+            (an empty index.txt is a truncated or not yet written one: a CA that
+            answers OCSP has issued at least its delegated signer).
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -147,6 +155,8 @@ def parse_index(path: Path) -> dict[int, Status]:
         previous = table.get(serial)
         if previous is None or previous.state is not CertState.REVOKED:
             table[serial] = status  # a serial listed twice: revoked wins
+    if not table:
+        raise SourceError(path, "has no rows (empty or truncated file?)")
     return table
 
 
@@ -175,11 +185,11 @@ def _parse_row(line: str) -> tuple[int, Status]:
 class IndexSource(StatusSource):
     """Status from one ``index.txt``; serials absent from it are unknown.
 
+    The data was last confirmed current at the file's mtime: whoever publishes it
+    confirms it by rewriting or touching the file.
+
     Args:
         path: the index.txt written by ``openssl ca``.
-
-    Raises:
-        SourceError: the file cannot be read or parsed.
     """
 
     kind = "index"
@@ -188,6 +198,18 @@ class IndexSource(StatusSource):
     def __init__(self, path: Path) -> None:
         super().__init__([path])
 
-    def parse(self) -> dict[int, Status]:
-        """Parse the index file (see :func:`parse_index`)."""
-        return parse_index(self.paths[0])
+    def read(self, now: datetime) -> SourceData:
+        """Read and parse the index file (see :func:`parse_index`).
+
+        Raises:
+            SourceError: unreadable, empty, or a row that cannot be parsed.
+        """
+        path = self.paths[0]
+        data, st = read_file(path)
+        mtime = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0)
+        return SourceData(
+            kind=self.kind,
+            table=parse_index(data, path),
+            digest=digest_of([data]),
+            confirmed_at=min(mtime, now),
+        )

@@ -1,0 +1,470 @@
+"""Validated, versioned status snapshots: what a responder may serve, and its memory.
+
+A :class:`Snapshot` is an issuer's status table that passed validation, with what
+it remembers of every revocation it has seen, its data's age, and a generation
+number. Every process of a service keeps the newest snapshot any of them accepted
+in ``[server] state_dir`` (:class:`SnapshotStore`: one JSON file per issuer,
+written atomically, updated under an exclusive lock), so that a worker that starts
+later, or the service after a reboot, never serves older data than was served
+before (invariant 1 of the project: no ``good`` for a serial seen revoked).
+
+Rules for a new read of the files (:func:`accept`), against the last snapshot:
+
+* ``index``: rejected as a whole if it lost a row (an older or truncated copy), or
+  turned a revoked row back to valid unless that revocation was a certificateHold
+  (or its removeFromCRL record): a CA may release a hold, nothing else.
+* ``crl``: rejected as a whole if a file's cRLNumber or thisUpdate went backwards
+  (an older CRL). An entry that leaves a newer CRL (RFC 5280 lets a CA drop an
+  expired certificate's entry) is accepted, and the serial stays revoked from the
+  remembered revocations.
+* both: remembered revocations (every permanent revocation ever accepted) overlay
+  the table, so no later data makes a remembered serial good or unknown.
+
+The only way back is the operator's explicit ``ocsp-responder accept-data``
+(:func:`override`), which is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from .sources import CertState, CRLInfo, SourceData, SourceError, Status
+
+log = logging.getLogger(__name__)
+
+#: Version of the JSON layout written by :class:`SnapshotStore`.
+FORMAT = 1
+
+
+class DataRejected(SourceError):
+    """New status data is older than, or loses revocations of, the last accepted data.
+
+    The message names the file and the first offending serial (hex, as index.txt
+    writes it) or CRL field.
+    """
+
+
+class SnapshotError(Exception):
+    """A snapshot file cannot be read or does not belong to this issuer; names the file."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An issuer's accepted status data.
+
+    Attributes:
+        issuer: the issuer name.
+        ca_fingerprint: SHA-256 (hex) of the CA certificate's DER: a snapshot of
+            another CA under the same name is never used.
+        generation: increases by one with each accepted change, across processes.
+        kind: ``index`` or ``crl``.
+        digest: :attr:`SourceData.digest` of the files it was made from.
+        accepted_at: when it was accepted (aware UTC).
+        confirmed_at: ``index``: when the data was last confirmed current.
+        crls: ``crl``: the accepted CRLs' numbers and validity.
+        table: serial -> status as the files said.
+        remembered: serial -> permanent revocation ever accepted (never released).
+        override: True when made by ``accept-data`` (logged, shown by check-config).
+    """
+
+    issuer: str
+    ca_fingerprint: str
+    generation: int
+    kind: str
+    digest: str
+    accepted_at: datetime
+    confirmed_at: datetime | None
+    crls: tuple[CRLInfo, ...]
+    table: Mapping[int, Status]
+    remembered: Mapping[int, Status]
+    override: bool = False
+    served: dict[int, Status] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        served = dict(self.table)
+        for serial, status in self.remembered.items():
+            if served.get(serial, Status(CertState.UNKNOWN)).state is not CertState.REVOKED:
+                served[serial] = status
+        object.__setattr__(self, "served", served)
+
+    def expires_at(self, max_data_age: timedelta) -> datetime:
+        """When this data stops being current (aware UTC).
+
+        ``crl``: the earliest nextUpdate of its CRLs (thisUpdate + ``max_data_age``
+        for a CRL without one). ``index``: ``confirmed_at`` + ``max_data_age``.
+        """
+        if self.kind == "crl":
+            return min(
+                info.next_update or info.this_update + max_data_age for info in self.crls
+            )
+        assert self.confirmed_at is not None  # noqa: S101 (index snapshots always have it)
+        return self.confirmed_at + max_data_age
+
+
+def _remember(
+    remembered: Mapping[int, Status], table: Mapping[int, Status]
+) -> dict[int, Status]:
+    """``remembered`` plus every permanent revocation of ``table`` (the newest record wins)."""
+    merged = dict(remembered)
+    for serial, status in table.items():
+        if status.state is CertState.REVOKED and not status.releasable:
+            merged[serial] = status
+    return merged
+
+
+def accept(
+    previous: Snapshot | None,
+    data: SourceData,
+    *,
+    issuer: str,
+    ca_fingerprint: str,
+    now: datetime,
+    paths: tuple[Path, ...],
+) -> Snapshot:
+    """Validate a new read of the files against the last snapshot; return the next one.
+
+    Args:
+        previous: the newest accepted snapshot of this issuer, or None.
+        data: what the source just read.
+        issuer, ca_fingerprint: the issuer the data is for.
+        now: the time of acceptance (aware UTC).
+        paths: the source's files, for messages.
+
+    Returns:
+        The new :class:`Snapshot` (generation = previous + 1), or ``previous`` itself
+        when the data is the same and confirms nothing newer.
+
+    Raises:
+        DataRejected: the data is older than, or loses a revocation of, ``previous``
+            (see the module docstring); the message names the file and serial.
+    """
+    if previous is not None and previous.kind != data.kind:
+        previous = None  # the source kind changed in the config: nothing to compare
+    if previous is not None:
+        if data.kind == "index":
+            _check_index(previous, data, paths[0])
+        else:
+            _check_crls(previous, data)
+        if data.digest == previous.digest and (
+            data.confirmed_at is None
+            or (previous.confirmed_at is not None and data.confirmed_at <= previous.confirmed_at)
+        ):
+            return previous
+    remembered = previous.remembered if previous is not None else {}
+    return Snapshot(
+        issuer=issuer,
+        ca_fingerprint=ca_fingerprint,
+        generation=(previous.generation if previous is not None else 0) + 1,
+        kind=data.kind,
+        digest=data.digest,
+        accepted_at=now,
+        confirmed_at=data.confirmed_at,
+        crls=data.crls,
+        table=data.table,
+        remembered=_remember(remembered, data.table),
+    )
+
+
+def override(
+    previous: Snapshot | None,
+    data: SourceData,
+    *,
+    issuer: str,
+    ca_fingerprint: str,
+    now: datetime,
+) -> Snapshot:
+    """The operator's deliberate restore: ``data`` replaces the table and the memory.
+
+    Remembered revocations are reset to the permanent revocations in ``data``. Only
+    ``ocsp-responder accept-data`` calls this.
+    """
+    generation = previous.generation if previous is not None else 0
+    return Snapshot(
+        issuer=issuer,
+        ca_fingerprint=ca_fingerprint,
+        generation=generation + 1,
+        kind=data.kind,
+        digest=data.digest,
+        accepted_at=now,
+        confirmed_at=data.confirmed_at,
+        crls=data.crls,
+        table=data.table,
+        remembered=_remember({}, data.table),
+        override=True,
+    )
+
+
+def _check_index(previous: Snapshot, data: SourceData, path: Path) -> None:
+    new = data.table
+    lost = [serial for serial in previous.table if serial not in new]
+    if lost:
+        raise DataRejected(
+            path,
+            f"row of serial {lost[0]:X} is missing ({len(lost)} of {len(previous.table)} "
+            "rows lost): an older or truncated copy?",
+        )
+    for serial, old in previous.served.items():
+        status = new.get(serial)
+        if old.state is not CertState.REVOKED or status is None:
+            continue
+        if status.state is not CertState.REVOKED and not old.releasable:
+            raise DataRejected(
+                path,
+                f"serial {serial:X} was revoked ({_reason(old)}) and is now "
+                f"{status.state.value}: an older copy, or an R row turned back to V?",
+            )
+
+
+def _check_crls(previous: Snapshot, data: SourceData) -> None:
+    before = {info.path: info for info in previous.crls}
+    for info in data.crls:
+        old = before.get(info.path)
+        if old is None:
+            continue
+        if old.number is not None and (info.number is None or info.number < old.number):
+            raise DataRejected(
+                Path(info.path),
+                f"cRLNumber {info.number} is lower than {old.number} of the CRL accepted "
+                "before: an older CRL?",
+            )
+        if info.this_update < old.this_update:
+            raise DataRejected(
+                Path(info.path),
+                f"thisUpdate {info.this_update.isoformat()} is earlier than "
+                f"{old.this_update.isoformat()} of the CRL accepted before: an older CRL?",
+            )
+
+
+def _reason(status: Status) -> str:
+    return status.reason.value if status.reason is not None else "no reason"
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: Any) -> datetime | None:  # noqa: ANN401 (JSON value)
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"time without a zone: {value!r}")
+    return parsed
+
+
+def _entries(table: Mapping[int, Status]) -> list[list[str | None]]:
+    return [
+        [
+            f"{serial:X}",
+            status.state.value,
+            _time(status.revocation_time),
+            status.reason.value if status.reason is not None else None,
+        ]
+        for serial, status in table.items()
+    ]
+
+
+def _table(rows: Any) -> dict[int, Status]:  # noqa: ANN401 (JSON value)
+    table: dict[int, Status] = {}
+    for serial, state, when, reason in rows:
+        table[int(serial, 16)] = Status(
+            CertState(state),
+            _parse_time(when),
+            x509.ReasonFlags(reason) if reason is not None else None,
+        )
+    return table
+
+
+def to_json(snapshot: Snapshot) -> dict[str, Any]:
+    """The JSON document of a snapshot (see :class:`SnapshotStore`)."""
+    return {
+        "format": FORMAT,
+        "issuer": snapshot.issuer,
+        "ca_sha256": snapshot.ca_fingerprint,
+        "generation": snapshot.generation,
+        "kind": snapshot.kind,
+        "digest": snapshot.digest,
+        "accepted_at": _time(snapshot.accepted_at),
+        "confirmed_at": _time(snapshot.confirmed_at),
+        "override": snapshot.override,
+        "crls": [
+            {
+                "path": info.path,
+                "number": info.number,
+                "this_update": _time(info.this_update),
+                "next_update": _time(info.next_update),
+            }
+            for info in snapshot.crls
+        ],
+        "table": _entries(snapshot.table),
+        "remembered": _entries(snapshot.remembered),
+    }
+
+
+def from_json(document: Any) -> Snapshot:  # noqa: ANN401 (JSON value)
+    """Rebuild a snapshot from :func:`to_json`'s document.
+
+    Raises:
+        ValueError, KeyError, TypeError: a document that is not a snapshot.
+    """
+    if document.get("format") != FORMAT:
+        raise ValueError(f"unknown snapshot format {document.get('format')!r}")
+    crls = tuple(
+        CRLInfo(
+            path=item["path"],
+            number=item["number"],
+            this_update=_parse_time(item["this_update"]),  # type: ignore[arg-type]
+            next_update=_parse_time(item["next_update"]),
+        )
+        for item in document["crls"]
+    )
+    accepted_at = _parse_time(document["accepted_at"])
+    if accepted_at is None:
+        raise ValueError("accepted_at is missing")
+    return Snapshot(
+        issuer=str(document["issuer"]),
+        ca_fingerprint=str(document["ca_sha256"]),
+        generation=int(document["generation"]),
+        kind=str(document["kind"]),
+        digest=str(document["digest"]),
+        accepted_at=accepted_at,
+        confirmed_at=_parse_time(document["confirmed_at"]),
+        crls=crls,
+        table=_table(document["table"]),
+        remembered=_table(document["remembered"]),
+        override=bool(document.get("override", False)),
+    )
+
+
+class SnapshotStore:
+    """One issuer's snapshot file, ``STATE_DIR/NAME.json``, and its lock file.
+
+    Writes go to a temporary file in the same directory, are fsync'ed, renamed over
+    the snapshot and the directory is fsync'ed: a reader sees the old or the new
+    snapshot, never a part, also after a crash. :meth:`lock` serialises the
+    validate-and-write step between the processes of a service (``flock``).
+
+    Args:
+        state_dir: the directory (``[server] state_dir``).
+        issuer: the issuer name (``[A-Za-z0-9._-]``, safe as a file name).
+        ca_fingerprint: the issuer's CA certificate SHA-256 (hex); a snapshot of
+            another CA is ignored (logged) rather than used.
+    """
+
+    def __init__(self, state_dir: Path, issuer: str, ca_fingerprint: str) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / f"{issuer}.json"
+        self.lock_path = state_dir / f"{issuer}.lock"
+        self.issuer = issuer
+        self.ca_fingerprint = ca_fingerprint
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """(mtime_ns, size, inode) of the snapshot file, None when there is none."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def load(self) -> Snapshot | None:
+        """Read the snapshot.
+
+        Returns:
+            The snapshot, or None when there is none yet, or when it is another CA's
+            (a warning is logged: the CA certificate of the issuer changed).
+
+        Raises:
+            SnapshotError: the file exists but cannot be read or parsed.
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SnapshotError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            snapshot = from_json(json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SnapshotError(f"{self.path}: not a valid snapshot: {exc}") from exc
+        if snapshot.issuer != self.issuer:
+            raise SnapshotError(f"{self.path}: is the snapshot of issuer {snapshot.issuer!r}")
+        if snapshot.ca_fingerprint != self.ca_fingerprint:
+            log.warning(
+                "%s: made for another CA certificate (SHA-256 %s); not used, replaced at the "
+                "next accepted data",
+                self.path,
+                snapshot.ca_fingerprint,
+            )
+            return None
+        return snapshot
+
+    def save(self, snapshot: Snapshot) -> None:
+        """Write ``snapshot`` atomically (temporary file, fsync, rename, fsync dir).
+
+        Raises:
+            OSError: the state directory is not writable (nothing is half-written).
+        """
+        payload = json.dumps(to_json(snapshot), separators=(",", ":")).encode()
+        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.state_dir)
+        try:
+            self._own(fd)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _own(self, fd: int) -> None:
+        """Give a file root creates (``accept-data``) to the owner of the state directory.
+
+        The service reads and locks these files as its own user.
+        """
+        if os.geteuid() != 0:
+            return
+        st = os.stat(self.state_dir)
+        if (st.st_uid, st.st_gid) != (0, 0):
+            os.fchown(fd, st.st_uid, st.st_gid)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the issuer's exclusive lock (blocking) for the ``with`` block.
+
+        Raises:
+            OSError: the lock file cannot be created.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._own(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def with_generation(snapshot: Snapshot, generation: int) -> Snapshot:
+    """``snapshot`` renumbered (used when another process got ahead in the meantime)."""
+    return replace(snapshot, generation=generation)
