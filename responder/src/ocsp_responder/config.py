@@ -341,22 +341,13 @@ def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
         ),
         refresh_fraction=table.get("refresh_fraction", float, d.refresh_fraction, _check_fraction),
         cache_size=table.get("cache_size", int, d.cache_size, _in_range(0, 10_000_000)),
-        cache_bytes=table.get(
-            "cache_bytes", int, d.cache_bytes, _in_range(0, 1 << 40, " octets")
-        ),
+        cache_bytes=table.get("cache_bytes", int, d.cache_bytes, _in_range(0, 1 << 40, " octets")),
         reload_interval=table.get(
             "reload_interval", float, d.reload_interval, _in_range(0.1, 3600, " s")
         ),
         state_dir=base / table.get("state_dir", str, str(d.state_dir), _check_nonempty),
-        max_data_age=table.get(
-            "max_data_age", int, d.max_data_age, _in_range(1, MAX_DATA_AGE, " s")
-        ),
-        data_expiry_grace=table.get(
-            "data_expiry_grace",
-            int,
-            d.data_expiry_grace,
-            _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"),
-        ),
+        max_data_age=_max_data_age(table, d.max_data_age),
+        data_expiry_grace=_data_expiry_grace(table, d.data_expiry_grace),
         log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)),
         access_log=table.get("access_log", bool, d.access_log),
     )
@@ -371,6 +362,16 @@ def _check_bind(value: str) -> str | None:
     if sep and host and port.isdigit() and 0 < int(port) < 65536:
         return None
     return "must be HOST:PORT or unix:PATH"
+
+
+def _max_data_age(table: _Table, default: int) -> int:
+    """``max_data_age`` of ``[server]`` or ``[[issuer]]`` (seconds)."""
+    return table.get("max_data_age", int, default, _in_range(1, MAX_DATA_AGE, " s"))
+
+
+def _data_expiry_grace(table: _Table, default: int) -> int:
+    """``data_expiry_grace`` of ``[server]`` or ``[[issuer]]`` (seconds)."""
+    return table.get("data_expiry_grace", int, default, _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"))
 
 
 def _check_nonempty(value: str) -> str | None:
@@ -433,15 +434,8 @@ def _load_issuer(
     )
     responder_id = table.get("responder_id", str, "by_key", _one_of(RESPONDER_IDS))
     signature_hash = table.get("signature_hash", str, "sha256", _one_of(SIGNATURE_HASHES))
-    max_data_age = table.get(
-        "max_data_age", int, server.max_data_age, _in_range(1, MAX_DATA_AGE, " s")
-    )
-    grace = table.get(
-        "data_expiry_grace",
-        int,
-        server.data_expiry_grace,
-        _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"),
-    )
+    max_data_age = _max_data_age(table, server.max_data_age)
+    grace = _data_expiry_grace(table, server.data_expiry_grace)
     source = _load_source(table, base, problems)
     table.reject_unknown()
     if len(problems.lines) != before:

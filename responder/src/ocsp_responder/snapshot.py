@@ -106,16 +106,12 @@ class Snapshot:
         for a CRL without one). ``index``: ``confirmed_at`` + ``max_data_age``.
         """
         if self.kind == "crl":
-            return min(
-                info.next_update or info.this_update + max_data_age for info in self.crls
-            )
+            return min(info.next_update or info.this_update + max_data_age for info in self.crls)
         assert self.confirmed_at is not None  # noqa: S101 (index snapshots always have it)
         return self.confirmed_at + max_data_age
 
 
-def _remember(
-    remembered: Mapping[int, Status], table: Mapping[int, Status]
-) -> dict[int, Status]:
+def _remember(remembered: Mapping[int, Status], table: Mapping[int, Status]) -> dict[int, Status]:
     """``remembered`` plus every permanent revocation of ``table`` (the newest record wins)."""
     merged = dict(remembered)
     for serial, status in table.items():
@@ -163,17 +159,8 @@ def accept(
         ):
             return previous
     remembered = previous.remembered if previous is not None else {}
-    return Snapshot(
-        issuer=issuer,
-        ca_fingerprint=ca_fingerprint,
-        generation=(previous.generation if previous is not None else 0) + 1,
-        kind=data.kind,
-        digest=data.digest,
-        accepted_at=now,
-        confirmed_at=data.confirmed_at,
-        crls=data.crls,
-        table=data.table,
-        remembered=_remember(remembered, data.table),
+    return _successor(
+        previous, data, remembered, issuer=issuer, ca_fingerprint=ca_fingerprint, now=now
     )
 
 
@@ -190,19 +177,33 @@ def override(
     Remembered revocations are reset to the permanent revocations in ``data``. Only
     ``ocsp-responder accept-data`` calls this.
     """
-    generation = previous.generation if previous is not None else 0
+    return replace(
+        _successor(previous, data, {}, issuer=issuer, ca_fingerprint=ca_fingerprint, now=now),
+        override=True,
+    )
+
+
+def _successor(
+    previous: Snapshot | None,
+    data: SourceData,
+    remembered: Mapping[int, Status],
+    *,
+    issuer: str,
+    ca_fingerprint: str,
+    now: datetime,
+) -> Snapshot:
+    """The snapshot after ``previous`` made of ``data``, remembering ``remembered`` too."""
     return Snapshot(
         issuer=issuer,
         ca_fingerprint=ca_fingerprint,
-        generation=generation + 1,
+        generation=(previous.generation if previous is not None else 0) + 1,
         kind=data.kind,
         digest=data.digest,
         accepted_at=now,
         confirmed_at=data.confirmed_at,
         crls=data.crls,
         table=data.table,
-        remembered=_remember({}, data.table),
-        override=True,
+        remembered=_remember(remembered, data.table),
     )
 
 
