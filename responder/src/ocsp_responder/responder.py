@@ -110,6 +110,7 @@ class Responder:
                 cert_id.issuer_key_hash.hex(),
             )
             return Answer(UNAUTHORIZED)
+        issuer.data.sync()
         now = self.clock()
         if not self._available(issuer, now):
             return Answer(TRY_LATER)

@@ -5,7 +5,8 @@ serves and brings it up to date on each :meth:`StatusData.refresh`:
 
 1. the snapshot file in ``state_dir`` changed and carries a newer generation
    (another process of the service accepted data, or the operator ran
-   ``accept-data``): adopt it;
+   ``accept-data``): adopt it (:meth:`StatusData.sync` does this step alone before
+   every answer);
 2. the status files changed, or the last read of them failed (a file that could
    not be read is retried at every check, so a ``chmod`` that fixes it is seen):
    read them, validate against the newest snapshot (:func:`~ocsp_responder.snapshot.accept`)
@@ -117,6 +118,18 @@ class StatusData:
     def lookup(self, serial: int) -> Status:
         """The status of ``serial``: the table, remembered revocations, or the default."""
         return self._current.served.get(serial, self.source.default)
+
+    def sync(self) -> None:
+        """Adopt a newer snapshot another process has accepted, before answering.
+
+        One ``stat`` of the snapshot file per call. A process persists accepted data
+        before it serves it, so once any process has answered from new data (say, a
+        revocation), every other process answers from it too, from its next request
+        on, not only from its next reload check.
+        """
+        if self.store.stamp() != self._store_stamp:
+            with self._lock:
+                self._adopt_store()
 
     def __len__(self) -> int:
         """Number of serial numbers in the data in service."""
