@@ -146,9 +146,9 @@ def accept(
         DataRejected: the data is older than, or loses a revocation of, ``previous``
             (see the module docstring); the message names the file and serial.
     """
-    if previous is not None and previous.kind != data.kind:
-        previous = None  # the source kind changed in the config: nothing to compare
-    if previous is not None:
+    if previous is not None and previous.kind == data.kind:
+        # (after a change of source kind in the config there is nothing to compare,
+        # but the remembered revocations still hold: same CA, same serials)
         if data.kind == "index":
             _check_index(previous, data, paths[0])
         else:
