@@ -1,25 +1,46 @@
 """OCSPRequest DER -> a small typed request (RFC 6960 section 4.1, RFC 9654 nonce).
 
-All ASN.1 work is done by :mod:`cryptography.x509.ocsp`; every exception it raises
-for a bad request becomes one :class:`MalformedRequest`, which the HTTP layer answers
-with the OCSP status ``malformedRequest``.
+:mod:`cryptography.x509.ocsp` decodes the request. It exposes neither
+TBSRequest.version nor singleRequestExtensions, and accepts a v2 request, so those
+two fields are read with asn1crypto (about 30 microseconds for a typical
+100-octet request). Every exception raised while decoding or inspecting a request
+becomes one :class:`MalformedRequest`, which the HTTP layer answers with the OCSP
+status ``malformedRequest``; nothing a client sends reaches the signer or the cache
+unless it passes all of the checks below.
 
 Documented answers for requests outside the lightweight profile (RFC 5019/9919):
 
+* undecodable DER, or any failure while inspecting the decoded request (such as two
+  extensions with the same OID, which RFC 5280 section 4.2 forbids):
+  ``malformedRequest``.
+* a version other than v1 (RFC 6960 section 4.1.1 defines only v1):
+  ``malformedRequest``.
 * several CertIDs in one request: ``malformedRequest`` (RFC 5019 section 2.1.1: a
   request carries exactly one Request).
+* a CertID hash algorithm other than SHA-1, SHA-224/256/384/512 (what the library
+  knows): ``malformedRequest``.
+* a negative serial number, or one of more than MAX_SERIAL_OCTETS (22) content
+  octets in two's complement: ``malformedRequest``. RFC 5280 section 4.1.2.2 caps
+  serials at 20 octets; the 2 octets of slack admit a 20-octet value whose top bit
+  needs a leading zero octet, and CAs slightly out of profile. Such a request is
+  never signed nor cached (a 9,000-octet serial would otherwise make an
+  18,000-octet cache entry).
 * a signed request (optionalSignature): answered like an unsigned one; the signature
   is not checked (RFC 6960 section 4.1.2 leaves signed requests optional).
-* request extensions: the nonce is echoed (1 .. 128 octets, RFC 9654 section 2.1; an
-  empty or longer nonce is ``malformedRequest``); other non-critical extensions are
-  ignored; an unrecognised *critical* extension is ``malformedRequest``
-  (RFC 5280 section 4.2 semantics).
+* request extensions (requestExtensions): the nonce is echoed (1 .. 128 octets,
+  RFC 9654 section 2.1; an empty or longer nonce is ``malformedRequest``); other
+  non-critical extensions are ignored; an unrecognised *critical* extension is
+  ``malformedRequest`` (RFC 5280 section 4.2 semantics).
+* singleRequestExtensions (RFC 6960 sections 4.1.2 and 4.4): none is implemented
+  (not even the service locator, 4.4.6); non-critical ones are ignored, a critical
+  one is ``malformedRequest``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -27,6 +48,14 @@ from cryptography.x509 import ocsp
 
 #: RFC 9654 section 2.1: responders accept 1..32 octets and may accept more; we accept up to 128.
 MAX_NONCE_OCTETS = 128
+
+#: RFC 5280 section 4.1.2.2: serial numbers are at most 20 octets long...
+RFC5280_SERIAL_OCTETS = 20
+#: ... and we accept 2 octets more (a 20-octet value with its top bit set takes 21
+#: content octets in two's complement; some CAs are slightly out of profile).
+SERIAL_SLACK_OCTETS = 2
+#: The longest serial number accepted, in DER INTEGER content octets.
+MAX_SERIAL_OCTETS = RFC5280_SERIAL_OCTETS + SERIAL_SLACK_OCTETS
 
 
 class MalformedRequest(Exception):
@@ -41,7 +70,8 @@ class CertID:
         hash_algorithm: the algorithm of the two hashes (e.g. ``hashes.SHA1()``).
         issuer_name_hash: hash of the issuer's DER-encoded subject name, octets.
         issuer_key_hash: hash of the issuer's subjectPublicKey BIT STRING value, octets.
-        serial_number: the certificate's serial number.
+        serial_number: the certificate's serial number, 0 .. 2**175 - 1 (at most
+            MAX_SERIAL_OCTETS content octets).
     """
 
     hash_algorithm: hashes.HashAlgorithm
@@ -64,18 +94,43 @@ class Request:
 
 
 def decode_request(der: bytes) -> Request:
-    """Decode a DER OCSPRequest.
+    """Decode and check a DER OCSPRequest (see the module docstring for what is refused).
 
     Args:
-        der: the request body (POST) or the base64-decoded GET path.
+        der: the request body (POST) or the base64-decoded GET path, octets.
 
     Returns:
         The decoded :class:`Request`.
 
     Raises:
-        MalformedRequest: undecodable DER, several CertIDs, an unsupported CertID hash
-            algorithm, a bad nonce, or an unrecognised critical extension.
+        MalformedRequest: undecodable DER, a version other than v1, several CertIDs,
+            an unsupported CertID hash algorithm, a negative or overlong serial number,
+            a bad nonce, duplicate extensions, an unrecognised critical extension or
+            singleRequestExtension; and any other exception raised while decoding or
+            inspecting the request (its type and message are kept in the message).
     """
+    try:
+        return _decode(der)
+    except MalformedRequest:
+        raise
+    except Exception as exc:  # whatever the libraries raise for odd input
+        raise MalformedRequest(f"undecodable request: {type(exc).__name__}: {exc}") from exc
+
+
+def serial_octets(serial: int) -> int:
+    """Content octets of ``serial`` as a DER INTEGER (two's complement, X.690 8.3).
+
+    Args:
+        serial: any integer.
+
+    Returns:
+        The length, octets: 1 for 0 .. 127 and -128 .. -1, 2 for 128 .. 32767, ...
+    """
+    magnitude = serial if serial >= 0 else -serial - 1
+    return magnitude.bit_length() // 8 + 1
+
+
+def _decode(der: bytes) -> Request:
     try:
         parsed = ocsp.load_der_ocsp_request(der)
     except NotImplementedError as exc:  # cryptography's answer to several Requests
@@ -83,20 +138,33 @@ def decode_request(der: bytes) -> Request:
     except ValueError as exc:
         raise MalformedRequest(f"not a DER OCSPRequest: {exc}") from exc
     try:
-        cert_id = CertID(
-            hash_algorithm=parsed.hash_algorithm,
-            issuer_name_hash=parsed.issuer_name_hash,
-            issuer_key_hash=parsed.issuer_key_hash,
-            serial_number=parsed.serial_number,
-        )
+        hash_algorithm = parsed.hash_algorithm
     except UnsupportedAlgorithm as exc:
         raise MalformedRequest(f"unsupported CertID hash algorithm: {exc}") from exc
-    return Request(cert_id=cert_id, nonce=_nonce(parsed))
+    serial = parsed.serial_number
+    if serial < 0:
+        raise MalformedRequest("negative serial number (RFC 5280 section 4.1.2.2)")
+    if serial_octets(serial) > MAX_SERIAL_OCTETS:
+        raise MalformedRequest(
+            f"serial number of {serial_octets(serial)} octets (accepted: up to "
+            f"{MAX_SERIAL_OCTETS}; RFC 5280 section 4.1.2.2)"
+        )
+    cert_id = CertID(
+        hash_algorithm=hash_algorithm,
+        issuer_name_hash=parsed.issuer_name_hash,
+        issuer_key_hash=parsed.issuer_key_hash,
+        serial_number=serial,
+    )
+    nonce = _nonce(parsed)
+    _check_version_and_single_extensions(der)
+    return Request(cert_id=cert_id, nonce=nonce)
 
 
 def _nonce(parsed: ocsp.OCSPRequest) -> bytes | None:
     try:
         extensions = parsed.extensions
+    except x509.DuplicateExtension as exc:
+        raise MalformedRequest(f"duplicate request extension: {exc}") from exc
     except ValueError as exc:
         raise MalformedRequest(f"bad request extensions: {exc}") from exc
     nonce: bytes | None = None
@@ -110,3 +178,22 @@ def _nonce(parsed: ocsp.OCSPRequest) -> bytes | None:
         elif extension.critical:
             raise MalformedRequest(f"unrecognised critical extension {extension.oid.dotted_string}")
     return nonce
+
+
+def _check_version_and_single_extensions(der: bytes) -> None:
+    """Refuse a version other than v1 and any critical singleRequestExtension.
+
+    cryptography has already accepted ``der`` (strict DER, exactly one Request);
+    asn1crypto parses lazily, so only the fields read here are decoded.
+    """
+    tbs = asn1_ocsp.OCSPRequest.load(der)["tbs_request"]
+    version = tbs["version"].native
+    if version != "v1":
+        shown = version if isinstance(version, int) and abs(version) < 1 << 32 else "(huge)"
+        raise MalformedRequest(f"request version {shown} (only v1 = 0 is defined, RFC 6960 4.1.1)")
+    for extension in tbs["request_list"][0]["single_request_extensions"] or ():
+        if extension["critical"].native:
+            raise MalformedRequest(
+                "unrecognised critical singleRequestExtension "
+                + str(extension["extn_id"].dotted)[:100]
+            )
