@@ -80,7 +80,9 @@ class Responder:
         self.clock = clock
         self._unavailable: dict[str, str] = {}
         self._state_lock = threading.Lock()
-        self.cache = ResponseCache(config.server.cache_size, config.server.refresh_fraction)
+        self.cache = ResponseCache(
+            config.server.cache_size, config.server.cache_bytes, config.server.refresh_fraction
+        )
         self.watcher = DataWatcher(
             [issuer.data for issuer in issuers.issuers], config.server.reload_interval
         )
