@@ -16,6 +16,17 @@ Headers on successful responses without a nonce (RFC 5019 section 6.2 / RFC 9919
 where N = min(seconds until nextUpdate, ``http_cache_max_age``); ``If-None-Match``
 with a matching tag -> 304. Nonce responses and error responses carry
 ``Cache-Control: no-cache, no-store`` so no cache keeps them.
+
+No exception reaches the WSGI server (so nothing a client sends yields HTTP 500):
+
+* a request that does not decode -> ``malformedRequest`` (logged at INFO);
+* a POST body that cannot be read (broken chunked encoding, a client gone) -> 400;
+* any other exception -> ``internalError`` (HTTP 200, no-store), its cause (type,
+  message, innermost frame; never a traceback) logged at ERROR once per distinct
+  type + message per ERROR_LOG_INTERVAL (60 s), with the number of repeats not
+  logged since.
+
+Client-supplied text in log lines is escaped and cut to LOG_CLIP (200) characters.
 """
 
 from __future__ import annotations
@@ -23,6 +34,10 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import sys
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +56,99 @@ CONTENT_TYPE = "application/ocsp-response"
 NO_STORE = "no-cache, no-store"
 #: GET paths: how many candidate tails are tried before giving up (bounds the work).
 MAX_GET_CANDIDATES = 8
+#: Client-supplied text in a log line is cut to this many characters.
+LOG_CLIP = 200
+#: An unexpected exception is logged once per this many seconds per distinct cause.
+ERROR_LOG_INTERVAL = 60.0
+#: Distinct causes remembered for that (the least recently logged are forgotten first).
+ERROR_LOG_CAUSES = 256
+
+
+def clip(text: str, limit: int = LOG_CLIP) -> str:
+    """Make client-supplied ``text`` safe for one log line.
+
+    Args:
+        text: any text (an exception message, a request path).
+        limit: the most characters kept.
+
+    Returns:
+        ``text`` with backslashes, control and non-ASCII characters escaped
+        (``\\n``, ``\\x00``, ``\\u2028``), cut to ``limit`` characters; a cut text
+        ends with ``...(N chars)``, N being the length of ``text``.
+    """
+    escaped = text[: limit + 1].encode("unicode_escape").decode("ascii")
+    if len(text) <= limit and len(escaped) <= limit:
+        return escaped
+    return f"{escaped[:limit]}...({len(text)} chars)"
+
+
+class ErrorLog:
+    """Logs unexpected exceptions at ERROR, once per distinct cause per interval.
+
+    A cause is the exception's type and (clipped) message. Its first occurrence is
+    logged with the innermost frame it was raised in (file:line in function), never
+    a traceback; repeats within ``interval`` seconds are counted, and the count is
+    reported with the next line logged for that cause.
+
+    Args:
+        logger: where to log.
+        interval: seconds between two lines for the same cause.
+        max_causes: causes remembered at once (bounds memory; the least recently
+            logged is forgotten first).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = ERROR_LOG_INTERVAL,
+        max_causes: int = ERROR_LOG_CAUSES,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.max_causes = max_causes
+        self._causes: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def report(self, exc: BaseException) -> bool:
+        """Count ``exc``, and log it unless its cause was logged less than ``interval`` ago.
+
+        Args:
+            exc: the exception caught (with its ``__traceback__``).
+
+        Returns:
+            True when a line was logged.
+        """
+        cause = (type(exc).__qualname__, clip(str(exc)))
+        now = time.monotonic()
+        with self._lock:
+            last, unlogged = self._causes.get(cause, (float("-inf"), 0))
+            if now - last < self.interval:
+                self._causes[cause] = (last, unlogged + 1)
+                return False
+            self._causes[cause] = (now, 0)
+            self._causes.move_to_end(cause)
+            while len(self._causes) > self.max_causes:
+                self._causes.popitem(last=False)
+        more = f"; {unlogged} more since it was last logged" if unlogged else ""
+        self.logger.error(
+            "internalError: %s: %s (raised at %s)%s", cause[0], cause[1], _origin(exc), more
+        )
+        return True
+
+
+def _origin(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``'s traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown place"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{Path(code.co_filename).name}:{tb.tb_lineno} in {code.co_name}"
+
+
+class _UnreadableBody(Exception):
+    """The POST body could not be read (broken chunked encoding, a client gone)."""
 
 
 def request_from_path(raw_path: str) -> Request:
@@ -63,7 +171,10 @@ def request_from_path(raw_path: str) -> Request:
         MalformedRequest: no tail of the path is a base64 OCSPRequest (the message of
             the last decoding failure is kept).
     """
-    path = urlsplit(raw_path).path if "://" in raw_path[:10] else raw_path.split("?", 1)[0]
+    try:
+        path = urlsplit(raw_path).path if "://" in raw_path[:10] else raw_path.split("?", 1)[0]
+    except ValueError as exc:  # an absolute target with a bad host, such as "http://["
+        raise MalformedRequest(f"unparsable request target: {exc}") from exc
     path = unquote(path).replace(" ", "+").translate(_URLSAFE)
     segments = path.split("/")
     candidates = (
@@ -100,10 +211,34 @@ class OCSPApp:
         self.max_request_size = server.max_request_size
         self.max_path = server.max_request_size * 4 // 3 + 1024
         self.http_cache_max_age = server.http_cache_max_age
+        self.errors = ErrorLog(log)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Serve one HTTP request (PEP 3333)."""
-        self.responder.watcher.ensure_running()
+        """Serve one HTTP request (PEP 3333); no exception escapes to the server.
+
+        Args:
+            environ: the WSGI environment.
+            start_response: the WSGI callable taking status and headers.
+
+        Returns:
+            The body: one bytes object, or none for HEAD and 304.
+        """
+        try:
+            self.responder.watcher.ensure_running()
+            return self._serve(environ, start_response)
+        except Exception as exc:
+            self.errors.report(exc)
+            headers = [
+                ("Cache-Control", NO_STORE),
+                ("Content-Type", CONTENT_TYPE),
+                ("Content-Length", str(len(INTERNAL_ERROR))),
+            ]
+            # exc_info lets a server replace headers not yet sent (PEP 3333).
+            start_response("200 OK", headers, sys.exc_info())
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [INTERNAL_ERROR]
+
+    def _serve(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """Everything :meth:`__call__` does, except turning exceptions into internalError."""
         method = environ.get("REQUEST_METHOD", "GET")
         head = method == "HEAD"
         if method not in ("GET", "HEAD", "POST"):
@@ -130,18 +265,22 @@ class OCSPApp:
                 if len(raw) > self.max_path:
                     return _plain(start_response, "414 URI Too Long", "request URI too long\n")
                 request = request_from_path(raw)
+        except _UnreadableBody as exc:
+            log.info("unreadable request body: %s", clip(str(exc)))
+            return _plain(start_response, "400 Bad Request", "unreadable request body\n")
         except MalformedRequest as exc:
-            log.info("malformedRequest: %s", exc)
+            log.info("malformedRequest: %s", clip(str(exc)))
             return self._send(start_response, Answer(MALFORMED_REQUEST), environ, head)
-        try:
-            answer = self.responder.respond(request)
-        except Exception:
-            log.exception("internalError answering %s", request.cert_id)
-            answer = Answer(INTERNAL_ERROR)
+        answer = self.responder.respond(request)
         return self._send(start_response, answer, environ, head)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes | None:
-        """Read the POST body; None when it is larger than max_request_size."""
+        """Read the POST body; None when it is larger than max_request_size.
+
+        Raises:
+            _UnreadableBody: the server's input stream raised (bad chunked framing,
+                the client went away).
+        """
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
@@ -149,9 +288,12 @@ class OCSPApp:
         if length > self.max_request_size:
             return None
         stream = environ["wsgi.input"]
-        if length >= 0:
-            return bytes(stream.read(length))
-        body = bytes(stream.read(self.max_request_size + 1))
+        try:
+            if length >= 0:
+                return bytes(stream.read(length))
+            body = bytes(stream.read(self.max_request_size + 1))
+        except Exception as exc:
+            raise _UnreadableBody(f"{type(exc).__name__}: {exc}") from exc
         return None if len(body) > self.max_request_size else body
 
     def _send(
