@@ -18,7 +18,8 @@ Documented answers for requests outside the lightweight profile (RFC 5019/9919):
 * several CertIDs in one request: ``malformedRequest`` (RFC 5019 section 2.1.1: a
   request carries exactly one Request).
 * a CertID hash algorithm other than SHA-1, SHA-224/256/384/512 (what the library
-  knows): ``malformedRequest``.
+  knows), or an issuerNameHash or issuerKeyHash whose length is not that algorithm's
+  digest size: ``malformedRequest``.
 * a negative serial number, or one of more than MAX_SERIAL_OCTETS (22) content
   octets in two's complement: ``malformedRequest``. RFC 5280 section 4.1.2.2 caps
   serials at 20 octets; the 2 octets of slack admit a 20-octet value whose top bit
@@ -104,10 +105,11 @@ def decode_request(der: bytes) -> Request:
 
     Raises:
         MalformedRequest: undecodable DER, a version other than v1, several CertIDs,
-            an unsupported CertID hash algorithm, a negative or overlong serial number,
-            a bad nonce, duplicate extensions, an unrecognised critical extension or
-            singleRequestExtension; and any other exception raised while decoding or
-            inspecting the request (its type and message are kept in the message).
+            an unsupported CertID hash algorithm or issuer hashes not of its digest
+            size, a negative or overlong serial number, a bad nonce, duplicate
+            extensions, an unrecognised critical extension or singleRequestExtension;
+            and any other exception raised while decoding or inspecting the request
+            (its type and message are kept in the message).
     """
     try:
         return _decode(der)
@@ -141,6 +143,15 @@ def _decode(der: bytes) -> Request:
         hash_algorithm = parsed.hash_algorithm
     except UnsupportedAlgorithm as exc:
         raise MalformedRequest(f"unsupported CertID hash algorithm: {exc}") from exc
+    for name, value in (
+        ("issuerNameHash", parsed.issuer_name_hash),
+        ("issuerKeyHash", parsed.issuer_key_hash),
+    ):
+        if len(value) != hash_algorithm.digest_size:
+            raise MalformedRequest(
+                f"{name} of {len(value)} octets for {hash_algorithm.name} "
+                f"(a digest of {hash_algorithm.digest_size} octets; RFC 6960 section 4.1.1)"
+            )
     serial = parsed.serial_number
     if serial < 0:
         raise MalformedRequest("negative serial number (RFC 5280 section 4.1.2.2)")
