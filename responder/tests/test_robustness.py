@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import os
 import random
 import socket
 import threading
@@ -181,7 +182,10 @@ MALFORMED_CASES = _malformed_cases()
 def test_odd_request_is_malformed_request(target: Target, case: str) -> None:
     """Each odd request gets HTTP 200 + malformedRequest (POST and GET), never a traceback."""
     der = MALFORMED_CASES[case](target.request)
-    ocsp.load_der_ocsp_request(der)  # the library itself accepts the DER: we must look deeper
+    try:  # the library itself accepts the DER: the responder must look deeper
+        ocsp.load_der_ocsp_request(der)
+    except ValueError:  # cryptography >= 50 refuses a version other than v1 itself
+        assert case.startswith("version-"), case
     since = len(target.server.log_text())
     answers = [post_ocsp(target.server.port, der)]
     if len(der) < 2048:
@@ -294,16 +298,28 @@ FLOOD_CACHE_BYTES = 4 * 1024 * 1024
 RSS_SLACK = 16 * 1024 * 1024
 
 
-def worker_rss(server: Responder) -> int:
-    """VmRSS of the (single) gunicorn worker of ``server``, octets."""
+def worker_pid(server: Responder) -> int:
+    """The process id of the (single) gunicorn worker of ``server``."""
     assert server.process is not None
     master = server.process.pid
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     assert len(children) == 1, f"expected one worker under {master}: {children}"
-    for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
+    return int(children[0])
+
+
+def worker_rss(server: Responder) -> int:
+    """VmRSS of the (single) gunicorn worker of ``server``, octets."""
+    pid = worker_pid(server)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for worker {children[0]}")
+    raise AssertionError(f"no VmRSS for worker {pid}")
+
+
+def worker_cpu(server: Responder) -> float:
+    """CPU time (user + system) the worker of ``server`` has used, seconds."""
+    fields = Path(f"/proc/{worker_pid(server)}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def send_all(port: int, bodies: dict[int, bytes], answers: dict[int, tuple[int, bytes]]) -> None:
@@ -381,16 +397,17 @@ def test_rss_stays_bounded_under_distinct_serials(
         return [body for pair in zip(smalls, huges, strict=True) for body in pair]
 
     warmup = flood(port, mixed(0, 1000))
-    before = worker_rss(live.server)
+    before, cpu_before = worker_rss(live.server), worker_cpu(live.server)
     started = time.monotonic()
     answers = flood(port, mixed(1_000_000, 40_000))
     elapsed = time.monotonic() - started
-    after = worker_rss(live.server)
+    after, cpu = worker_rss(live.server), worker_cpu(live.server) - cpu_before
 
     growth = after - before
     summary = (
         f"worker RSS grew {growth / 2**20:.1f} MiB ({before / 2**20:.1f} -> "
-        f"{after / 2**20:.1f} MiB) over {len(answers)} requests in {elapsed:.1f} s; "
+        f"{after / 2**20:.1f} MiB) over {len(answers)} requests in {elapsed:.1f} s "
+        f"(worker CPU {cpu:.1f} s); "
         f"bound {(FLOOD_CACHE_BYTES + RSS_SLACK) / 2**20:.0f} MiB"
     )
     print(summary)  # shown with -s, and in the report when an assertion fails
