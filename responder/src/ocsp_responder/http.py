@@ -118,7 +118,11 @@ class ErrorLog:
         Returns:
             True when a line was logged.
         """
-        cause = (type(exc).__qualname__, clip(str(exc)))
+        try:
+            message = str(exc)
+        except Exception:  # an exception whose __str__ fails must not escape either
+            message = "(message not printable)"
+        cause = (type(exc).__qualname__, clip(message))
         now = time.monotonic()
         with self._lock:
             last, unlogged = self._causes.get(cause, (float("-inf"), 0))
