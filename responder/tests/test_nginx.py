@@ -255,3 +255,58 @@ def test_key_of_largest_request_fits(
     assert answer.status not in (413, 414, 400), describe(answer, front)
     assert answer.headers.get("X-Cache-Status") == "MISS", describe(answer, front)
     assert cache_key_errors(front) == [], describe(answer, front)
+
+
+#: Malformed HTTP that nginx refuses itself, before the responder sees it. Without
+#: the template's error_page, an unknown Transfer-Encoding gets 501 and an unknown
+#: HTTP version 505: client errors must not come back as 5xx (invariant 3).
+MALFORMED_HTTP: dict[str, bytes] = {
+    "unknown-transfer-encoding": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    ),
+    "transfer-coding-before-chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n"
+        b"Connection: close\r\n\r\n0\r\n\r\n"
+    ),
+    "http-version-3.7": b"GET / HTTP/3.7\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "http-version-2.0": b"GET / HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "chunked-and-content-length": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\n0\r\n\r\n"
+    ),
+    "negative-content-length": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\nConnection: close\r\n\r\n"
+    ),
+    "http2-preface-on-http1": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "header-over-buffers": b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+    "bad-absolute-target": b"GET http://[/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "connect": b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+}
+
+
+def raw_status_line(port: int, data: bytes) -> bytes:
+    """Send ``data`` as is on a new connection; return the first line of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while b"\r\n" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_HTTP))
+def test_malformed_http_gets_a_4xx_not_a_5xx(
+    live_issuer: Callable[..., LiveIssuer],
+    nginx_front: Callable[[LiveIssuer], Nginx],
+    name: str,
+) -> None:
+    """Framing nginx refuses itself (unknown Transfer-Encoding, HTTP version, ...) -> 4xx."""
+    live = live_issuer()
+    front = nginx_front(live)
+    line = raw_status_line(front.port, MALFORMED_HTTP[name])
+    parts = line.split(b" ")
+    assert len(parts) >= 2 and parts[0].startswith(b"HTTP/1."), line
+    assert parts[1].startswith(b"4"), f"{name}: nginx answered {line!r}"
