@@ -4,18 +4,23 @@ Every query runs inside the CA instance (a testinfra host, podman backend)
 against the responder through nginx, the way a relying party would. Nothing
 here decides what the answer should be; the expected statuses come from the
 CA's own database (index.txt or the revocations file behind its CRL), which
-`openssl ca` maintains.
+`openssl ca` maintains. `publish_revocation_data` runs the operator's publish
+command against the scenario; `unit_pids` lists a unit's processes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 # `openssl ocsp` prints times like "Nov 21 09:18:36 2026 GMT"
@@ -341,6 +346,45 @@ class CaInstance:
         _parse_status(answer, cert or str(serial))
         return answer
 
+    def query_post_many(
+        self, issuer: str, *, cert: str, count: int, tag: str = "many"
+    ) -> list[OcspAnswer]:
+        """`count` concurrent `openssl ocsp -url URL` POSTs with a nonce, one connection each.
+
+        Concurrent requests make nginx open several upstream connections, so that
+        more than one responder worker gets to answer.
+        """
+        argv = [
+            "openssl",
+            "ocsp",
+            "-url",
+            self.url,
+            *self._target(issuer, cert, None, "sha1"),
+            "-CAfile",
+            self.issuer(issuer)["ca_chain"],
+            "-timeout",
+            "10",
+        ]
+        base = f"{WORKDIR}/{tag}"
+        self.run_checked(
+            f"rm -f {base}.*; for i in $(seq {count}); do "
+            f"( {shlex.join(argv)} >{base}.$i.out 2>{base}.$i.err; echo $? >{base}.$i.rc ) & "
+            "done; wait"
+        )
+        answers = []
+        for i in range(1, count + 1):
+            stdout = self.host.file(f"{base}.{i}.out").content_string
+            stderr = self.host.file(f"{base}.{i}.err").content_string
+            answer = OcspAnswer(
+                rc=int(self.host.file(f"{base}.{i}.rc").content_string.strip()),
+                output=stdout + stderr,
+                status=None,
+                verify_ok="Response verify OK" in stderr,
+            )
+            _parse_status(answer, cert)
+            answers.append(answer)
+        return answers
+
     def http(self, args: str) -> tuple[int, dict[str, str], str]:
         """curl with extra shell-quoted `args` against the responder URL.
 
@@ -390,6 +434,42 @@ def parse_headers(text: str) -> dict[str, str]:
         if sep:
             headers[name.strip().lower()] = value.strip()
     return headers
+
+
+def publish_revocation_data() -> str:
+    """Run site.yml with --tags revocation_data against the scenario's inventory.
+
+    Returns its stdout (the play recap included); fails when it fails.
+    """
+    project = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    argv = [
+        str(playbook_bin) if playbook_bin.exists() else "ansible-playbook",
+        "-i",
+        str(inventory),
+        str(project / "playbooks" / "site.yml"),
+        "--tags",
+        "revocation_data",
+    ]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc.stdout
+
+
+def unit_pids(host: Any, unit: str) -> set[int]:
+    """PIDs of every process in the unit's cgroup (cgroup v1 named hierarchy or v2)."""
+    cgroup = host.check_output(f"systemctl show -p ControlGroup --value {unit}")
+    assert cgroup, f"{unit}: no control group (not running?)"
+    for base in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        procs = host.file(f"{base}{cgroup}/cgroup.procs")
+        if procs.exists:
+            return {int(p) for p in procs.content_string.split()}
+    raise AssertionError(f"{unit}: cgroup.procs of {cgroup} not found")
 
 
 def expected_status(entry: DatabaseEntry | None, kind: str = "root") -> str:

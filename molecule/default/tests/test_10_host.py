@@ -6,24 +6,15 @@ import os
 import re
 from typing import Any
 
-from ocsp_testlib import WORKDIR, CaInstance
+from ocsp_testlib import WORKDIR, CaInstance, unit_pids
 
 UNIT = "ocsp-responder.service"
 CONFIG = "/etc/ocsp-responder/config.toml"
 BINARY = "/opt/ocsp-responder/bin/ocsp-responder"
 SERVICE_GROUP = "ocsp-responder"
 MAX_EXPOSURE = 2.0
-
-
-def unit_pids(host: Any, unit: str) -> set[int]:
-    """PIDs of every process in the unit's cgroup (cgroup v1 named hierarchy or v2)."""
-    cgroup = host.check_output(f"systemctl show -p ControlGroup --value {unit}")
-    assert cgroup, f"{unit}: no control group (not running?)"
-    for base in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        procs = host.file(f"{base}{cgroup}/cgroup.procs")
-        if procs.exists:
-            return {int(p) for p in procs.content_string.split()}
-    raise AssertionError(f"{unit}: cgroup.procs of {cgroup} not found")
+DATA_DIR = "/var/lib/ocsp-responder"
+STATE_DIR = f"{DATA_DIR}/state"
 
 
 def listening_sockets(host: Any) -> list[tuple[str, int]]:
@@ -117,6 +108,43 @@ def test_each_signer_is_a_delegated_ocsp_signer_issued_by_its_ca(
             assert entry is not None and entry.status == "V", (
                 f"signer serial {serial} not valid in {issuer['database']}"
             )
+
+
+def test_state_dir_is_the_one_place_the_sandboxed_service_can_write(
+    host: Any,
+) -> None:
+    state = host.file(STATE_DIR)
+    assert state.is_directory, f"{STATE_DIR}: missing"
+    assert (state.user, state.group, state.mode) == (
+        SERVICE_GROUP,
+        SERVICE_GROUP,
+        0o700,
+    )
+    config = host.file(CONFIG).content_string
+    assert f'state_dir = "{STATE_DIR}"' in config, config
+    # Inside the unit's own mount namespace (the sandbox as the service sees
+    # it): the state dir, nested in the read-only data dir, is writable for the
+    # service user; the data dir around it is read-only even for root.
+    main_pid = host.check_output(f"systemctl show -p MainPID --value {UNIT}")
+    assert int(main_pid) > 0, f"{UNIT} has no MainPID"
+    in_unit = f"nsenter --target {main_pid} --mount --"
+    as_service = (
+        f"setpriv --reuid={SERVICE_GROUP} --regid={SERVICE_GROUP} --clear-groups"
+    )
+    probe = f"{STATE_DIR}/.molecule-probe"
+    wrote = host.run(f"{in_unit} {as_service} sh -c 'echo x > {probe} && rm {probe}'")
+    assert wrote.rc == 0, f"the service user cannot write {STATE_DIR}: {wrote.stderr}"
+    denied = host.run(f"{in_unit} touch {DATA_DIR}/.molecule-probe")
+    assert denied.rc != 0 and "Read-only file system" in denied.stderr, (
+        f"{DATA_DIR} is writable in the unit's namespace: {denied.stderr}"
+    )
+    # Outside the sandbox the same probe works for root: it was the sandbox.
+    assert (
+        host.run(
+            f"touch {DATA_DIR}/.molecule-probe && rm {DATA_DIR}/.molecule-probe"
+        ).rc
+        == 0
+    )
 
 
 def test_unit_exposure_is_at_most_2(host: Any, report: list[str]) -> None:

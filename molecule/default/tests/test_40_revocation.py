@@ -11,14 +11,10 @@ the test can run again on the same instances.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from ocsp_testlib import CaInstance, wait_for
+from ocsp_testlib import CaInstance, publish_revocation_data, wait_for
 
 UNIT = "ocsp-responder.service"
 REASON = "keyCompromise"
@@ -32,28 +28,6 @@ def unit_state(host: Any) -> dict[str, str]:
         f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {UNIT}"
     )
     return dict(line.split("=", 1) for line in out.splitlines())
-
-
-def publish_revocation_data() -> str:
-    """Run site.yml with --tags revocation_data against the scenario's inventory."""
-    project = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
-    argv = [
-        str(playbook_bin) if playbook_bin.exists() else "ansible-playbook",
-        "-i",
-        str(inventory),
-        str(project / "playbooks" / "site.yml"),
-        "--tags",
-        "revocation_data",
-    ]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc.stdout
 
 
 def test_revocation_is_published_without_restart(
