@@ -31,6 +31,10 @@ DEFAULT_MAX_DATA_AGE = 7 * 86400
 MAX_DATA_AGE = 366 * 86400
 #: ``data_expiry_grace``: at most 7 days past the data's expiry.
 MAX_DATA_EXPIRY_GRACE = 7 * 86400
+#: ``data_expiry_warning`` / ``signer_expiry_warning``: alert windows, 0 .. 366 days.
+DEFAULT_DATA_EXPIRY_WARNING = 6 * 3600
+DEFAULT_SIGNER_EXPIRY_WARNING = 30 * 86400
+MAX_EXPIRY_WARNING = 366 * 86400
 
 
 class ConfigError(Exception):
@@ -86,6 +90,13 @@ class ServerConfig:
             writable by ``serve``); default ``state`` beside the config file.
         max_data_age: default for ``[[issuer]] max_data_age``, seconds.
         data_expiry_grace: default for ``[[issuer]] data_expiry_grace``, seconds.
+        metrics_dir: prometheus_client's multiprocess directory for ``serve``; None:
+            ``$RUNTIME_DIRECTORY/metrics`` under systemd, else a fresh temporary
+            directory (see :mod:`ocsp_responder.metrics`).
+        data_expiry_warning: warn (check-config, serve, the
+            ``ocsp_responder_data_expiry_warning_seconds`` gauge) when an issuer's data
+            expires within this many seconds.
+        signer_expiry_warning: the same for the signer certificate's notAfter, seconds.
         log_level: ``debug`` .. ``error``.
         access_log: log one line per HTTP request.
     """
@@ -102,6 +113,9 @@ class ServerConfig:
     state_dir: Path = Path("state")
     max_data_age: int = DEFAULT_MAX_DATA_AGE
     data_expiry_grace: int = 0
+    metrics_dir: Path | None = None
+    data_expiry_warning: int = DEFAULT_DATA_EXPIRY_WARNING
+    signer_expiry_warning: int = DEFAULT_SIGNER_EXPIRY_WARNING
     log_level: str = "info"
     access_log: bool = False
 
@@ -348,6 +362,19 @@ def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
         state_dir=base / table.get("state_dir", str, str(d.state_dir), _check_nonempty),
         max_data_age=_max_data_age(table, d.max_data_age),
         data_expiry_grace=_data_expiry_grace(table, d.data_expiry_grace),
+        metrics_dir=_optional_dir(table, "metrics_dir", base),
+        data_expiry_warning=table.get(
+            "data_expiry_warning",
+            int,
+            d.data_expiry_warning,
+            _in_range(0, MAX_EXPIRY_WARNING, " s"),
+        ),
+        signer_expiry_warning=table.get(
+            "signer_expiry_warning",
+            int,
+            d.signer_expiry_warning,
+            _in_range(0, MAX_EXPIRY_WARNING, " s"),
+        ),
         log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)),
         access_log=table.get("access_log", bool, d.access_log),
     )
@@ -372,6 +399,15 @@ def _max_data_age(table: _Table, default: int) -> int:
 def _data_expiry_grace(table: _Table, default: int) -> int:
     """``data_expiry_grace`` of ``[server]`` or ``[[issuer]]`` (seconds)."""
     return table.get("data_expiry_grace", int, default, _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"))
+
+
+def _optional_dir(table: _Table, name: str, base: Path) -> Path | None:
+    """An optional directory key, resolved against ``base``; None when absent or bad."""
+    if name not in table.data:
+        table.seen.add(name)
+        return None
+    raw = table.get(name, str, "", _check_nonempty)
+    return base / raw if raw else None
 
 
 def _check_nonempty(value: str) -> str | None:

@@ -30,7 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .config import Config, IssuerConfig, Problems
+from .config import (
+    DEFAULT_DATA_EXPIRY_WARNING,
+    DEFAULT_SIGNER_EXPIRY_WARNING,
+    Config,
+    IssuerConfig,
+    Problems,
+)
 from .snapshot import SnapshotStore
 from .sources import SourceError, StatusSource
 from .sources.crl import CRLSource
@@ -81,6 +87,8 @@ class Issuer:
         signature_hash: hash for the signature, None for Ed25519/Ed448 keys.
         data: the status data in service (source, snapshot, expiry).
         cert_id_keys: the (algorithm, issuerNameHash, issuerKeyHash) triples matching it.
+        data_expiry_warning: :meth:`warnings` names data expiring within this.
+        signer_expiry_warning: :meth:`warnings` names a signer expiring within this.
     """
 
     name: str
@@ -92,6 +100,8 @@ class Issuer:
     signature_hash: hashes.HashAlgorithm | None
     data: StatusData
     cert_id_keys: tuple[IssuerKey, ...] = field(default=())
+    data_expiry_warning: timedelta = timedelta(seconds=DEFAULT_DATA_EXPIRY_WARNING)
+    signer_expiry_warning: timedelta = timedelta(seconds=DEFAULT_SIGNER_EXPIRY_WARNING)
 
     def describe(self) -> str:
         """One line: name, data (source, serials, expiry), signer subject and notAfter."""
@@ -133,7 +143,9 @@ class Issuer:
         return None
 
     def warnings(self) -> list[str]:
-        """Operator warnings: signer without id-pkix-ocsp-nocheck, signer expiring soon."""
+        """Operator warnings: signer without id-pkix-ocsp-nocheck; signer certificate or
+        status data expiring within ``signer_expiry_warning`` / ``data_expiry_warning``
+        (not yet expired: that is :meth:`unavailable`)."""
         found: list[str] = []
         signer = self.signer_certificate
         if signer != self.certificate:
@@ -144,10 +156,29 @@ class Issuer:
                     f"issuer {self.name}: signer has no id-pkix-ocsp-nocheck extension; "
                     "clients may try to check its revocation status (RFC 6960 4.2.2.2.1)"
                 )
-        left = signer.not_valid_after_utc - datetime.now(UTC)
-        if left < timedelta(days=30):
-            found.append(f"issuer {self.name}: signer certificate expires in {left.days} days")
+        now = datetime.now(UTC)
+        left = signer.not_valid_after_utc - now
+        if timedelta(0) < left < self.signer_expiry_warning:
+            found.append(
+                f"issuer {self.name}: signer certificate expires in {_span(left)} "
+                f"(at {signer.not_valid_after_utc.isoformat()}; renew it)"
+            )
+        left = self.data.expires_at() - now
+        if timedelta(0) < left < self.data_expiry_warning:
+            found.append(
+                f"issuer {self.name}: status data expires in {_span(left)} "
+                f"(at {self.data.expires_at().isoformat()}; publish current data)"
+            )
         return found
+
+
+def _span(delta: timedelta) -> str:
+    """``delta`` in whole days, or hours, or minutes, whichever is the first non-zero."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
 
 
 def subject_public_key_bits(ca: x509.Certificate) -> bytes:
@@ -303,6 +334,8 @@ def load_issuer(
     persist: bool,
     clock: Clock = utc_now,
     check_validity: bool = True,
+    data_expiry_warning: timedelta = timedelta(seconds=DEFAULT_DATA_EXPIRY_WARNING),
+    signer_expiry_warning: timedelta = timedelta(seconds=DEFAULT_SIGNER_EXPIRY_WARNING),
 ) -> Issuer | None:
     """Load one issuer's certificates, key and status data, checking each.
 
@@ -314,6 +347,7 @@ def load_issuer(
         clock: returns the current time, aware UTC.
         check_validity: record an expired or not yet valid signer as a problem
             (``serve`` starts anyway and answers tryLater; ``check-config`` reports it).
+        data_expiry_warning, signer_expiry_warning: see :class:`Issuer`.
 
     Returns:
         The :class:`Issuer`, or None when a problem was recorded.
@@ -372,6 +406,8 @@ def load_issuer(
         signature_hash=None if is_edwards else _SIGNATURE_HASHES[cfg.signature_hash],
         data=data,
         cert_id_keys=keys,
+        data_expiry_warning=data_expiry_warning,
+        signer_expiry_warning=signer_expiry_warning,
     )
 
 
@@ -449,6 +485,8 @@ def load_issuers(
             persist=persist,
             clock=clock,
             check_validity=check_validity,
+            data_expiry_warning=timedelta(seconds=config.server.data_expiry_warning),
+            signer_expiry_warning=timedelta(seconds=config.server.signer_expiry_warning),
         )
         for cfg in config.issuers
     ]
