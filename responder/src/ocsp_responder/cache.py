@@ -15,6 +15,12 @@ The cache is per process and has two bounds, both held after every ``put``:
   around it (key tuple, LRU node, entry, headers, datetimes).
 
 Least recently used entries are dropped first; 0 for either bound disables caching.
+
+Metrics (:mod:`ocsp_responder.metrics`): ``ocsp_responder_cache_evictions_total``
+counts entries dropped to hold the bounds (not those dropped as stale or for a
+status change, which are cache misses); ``ocsp_responder_cache_entries`` and
+``ocsp_responder_cache_bytes`` follow :meth:`ResponseCache.__len__` and
+:attr:`ResponseCache.size_bytes` after every change.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
+from . import metrics
 from .signing import SignedResponse
 from .sources import Status
 
@@ -73,6 +80,10 @@ class ResponseCache:
         self._entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        found = metrics.get()
+        self._evictions = found.cache_evictions
+        self._entries_gauge = found.cache_entries
+        self._bytes_gauge = found.cache_bytes
 
     def get(self, key: CacheKey, status: Status, now: datetime) -> SignedResponse | None:
         """Return the cached response for ``key`` if it still states ``status`` and is fresh.
@@ -93,6 +104,7 @@ class ResponseCache:
                 return None
             if entry.response.status != status or now >= entry.refresh_at:
                 self._remove(key)
+                self._publish()
                 return None
             self._entries.move_to_end(key)
             return entry.response
@@ -113,17 +125,26 @@ class ResponseCache:
         with self._lock:
             if key in self._entries:
                 self._remove(key)
-            if size > self.max_bytes:
-                return
-            self._entries[key] = entry
-            self._bytes += size
+            if size <= self.max_bytes:
+                self._entries[key] = entry
+                self._bytes += size
+            evicted = 0
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= dropped.size
+                evicted += 1
+            if evicted:
+                self._evictions.inc(evicted)
+            self._publish()
 
     def _remove(self, key: CacheKey) -> None:
         """Drop ``key`` (present); the caller holds the lock."""
         self._bytes -= self._entries.pop(key).size
+
+    def _publish(self) -> None:
+        """Set the entries and bytes gauges; the caller holds the lock."""
+        self._entries_gauge.set(len(self._entries))
+        self._bytes_gauge.set(self._bytes)
 
     @property
     def size_bytes(self) -> int:

@@ -7,6 +7,12 @@
   one kept; a good one replaces it in freshly started workers (old ones drain).
 * SIGTERM: graceful stop: stop accepting, finish in-flight requests, exit.
 
+Before anything else ``serve`` makes ``[server] metrics_dir`` prometheus_client's
+multiprocess directory (emptied of the ``*.db`` files of an earlier run), so the
+metrics of all workers add up; gunicorn's ``child_exit`` hook forgets the gauges of
+a worker that exited (:mod:`ocsp_responder.metrics`). A directory ``serve`` made
+under the system's temporary directory is removed when it stops.
+
 ``check-config`` loads everything read-only (nothing is written to ``state_dir``),
 prints one line per issuer with its data expiry and signer notAfter, and fails when
 either has passed. ``accept-data`` is the operator's explicit override for a
@@ -22,11 +28,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from . import metrics
+from .config import ConfigError, read_config
 from .http import OCSPApp
 from .responder import build_responder
 from .snapshot import SnapshotError, override
@@ -154,9 +164,40 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
         workers: overrides ``server.workers``.
 
     Returns:
-        The exit code (1 when the initial config is invalid).
+        The exit code (1 when the initial config is invalid or the metrics directory
+        cannot be used).
     """
     _setup_logging("info")
+    try:
+        configured = read_config(path)[0].server.metrics_dir  # problems: reported below
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    metrics_dir = configured or metrics.default_dir()
+    # made by default_dir() under the temporary directory: ours to remove at exit
+    temporary = configured is None and not os.environ.get("RUNTIME_DIRECTORY")
+    owner = os.getpid()
+    try:
+        return _serve(path, bind, workers, metrics_dir, configured)
+    finally:
+        if temporary and os.getpid() == owner:  # not in a gunicorn worker leaving
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(
+    path: str,
+    bind: str | None,
+    workers: int | None,
+    metrics_dir: Path,
+    configured: Path | None,
+) -> int:
+    """:func:`serve` once the metrics directory is chosen."""
+    try:
+        metrics.use_multiprocess_dir(metrics_dir)
+    except metrics.MetricsDirError as exc:
+        print(f"{path}: server.metrics_dir: cannot use {exc}", file=sys.stderr)
+        return 1
+    log.info("metrics of all processes are kept in %s", metrics_dir)
     try:
         app = OCSPApp(build_responder(path))
     except ConfigError as exc:
@@ -188,6 +229,12 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
                     log.error("reload refused, keeping the running config:\n%s", exc)
                 else:
                     log.info("reloaded config %s", path)
+                    if self.app.responder.config.server.metrics_dir != configured:
+                        log.warning(
+                            "server.metrics_dir changed: it takes effect at the next start; "
+                            "metrics stay in %s",
+                            metrics_dir,
+                        )
             self.loaded = True
             server = self.app.responder.config.server
             settings: dict[str, Any] = {
@@ -206,6 +253,7 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
                 "accesslog": "-" if server.access_log else None,
                 "proc_name": "ocsp-responder",
                 "post_worker_init": _start_watcher,
+                "child_exit": _child_exit,
                 # gunicorn >= 27 opens a control socket under $HOME; a service has no use
                 # for it (and ProtectHome= forbids it).
                 "control_socket_disable": True,
@@ -219,6 +267,9 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
 
     def _start_watcher(worker: Any) -> None:  # noqa: ANN401 (gunicorn Worker, untyped)
         worker.wsgi.responder.watcher.ensure_running()
+
+    def _child_exit(server: Any, worker: Any) -> None:  # noqa: ANN401 (gunicorn, untyped)
+        metrics.mark_process_dead(worker.pid)
 
     Server().run()
     return 0
@@ -243,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     accept_cmd.add_argument("--config", required=True, help="TOML configuration file")
     accept_cmd.add_argument("issuer", help="the [[issuer]] name")
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        # only serve shares metrics between processes; the others keep theirs in memory
+        os.environ.pop(metrics.MULTIPROC_ENV, None)
     if args.command == "check-config":
         return check_config(args.config)
     if args.command == "accept-data":

@@ -6,6 +6,8 @@
   longest tail of the path that decodes (see :func:`der_from_path`). A path over
   4/3 x ``max_request_size`` + 1024 characters -> 414.
 * Any other method -> 405 with ``Allow: GET, HEAD, POST``.
+* Paths under ``/-/`` (``PATH_INFO``) are the monitoring endpoints, for every
+  method, before any OCSP decoding (:mod:`ocsp_responder.monitoring`).
 
 OCSP-level errors are HTTP 200 with an OCSP error body (as RFC 6960 clients expect).
 Headers on successful responses without a nonce (RFC 5019 section 6.2 / RFC 9919)::
@@ -27,6 +29,10 @@ No exception reaches the WSGI server (so nothing a client sends yields HTTP 500)
   logged since.
 
 Client-supplied text in log lines is escaped and cut to LOG_CLIP (200) characters.
+
+Every OCSP request (not the ``/-/`` endpoints) is counted in
+``ocsp_responder_requests_total{method, response}`` and timed in
+``ocsp_responder_request_duration_seconds`` (:mod:`ocsp_responder.metrics`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import metrics
+from .monitoring import PREFIX as MONITORING_PREFIX
+from .monitoring import Monitoring
 from .request import MalformedRequest, Request, decode_request
 from .responder import INTERNAL_ERROR, MALFORMED_REQUEST, Answer, Responder, build_responder
 
@@ -51,6 +60,8 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 Headers = list[tuple[str, str]]
+#: A body and the ``response`` label it is counted under (None: not counted).
+Served = tuple[list[bytes], str | None]
 
 CONTENT_TYPE = "application/ocsp-response"
 NO_STORE = "no-cache, no-store"
@@ -62,6 +73,9 @@ LOG_CLIP = 200
 ERROR_LOG_INTERVAL = 60.0
 #: Distinct causes remembered for that (the least recently logged are forgotten first).
 ERROR_LOG_CAUSES = 256
+#: ``response`` labels of requests answered without an OCSP body.
+HTTP_ERROR = "http_error"
+NOT_MODIFIED = "not_modified"
 
 
 def clip(text: str, limit: int = LOG_CLIP) -> str:
@@ -95,6 +109,7 @@ class ErrorLog:
         interval: seconds between two lines for the same cause.
         max_causes: causes remembered at once (bounds memory; the least recently
             logged is forgotten first).
+        what: the start of each line (what the failure led to).
     """
 
     def __init__(
@@ -102,10 +117,12 @@ class ErrorLog:
         logger: logging.Logger,
         interval: float = ERROR_LOG_INTERVAL,
         max_causes: int = ERROR_LOG_CAUSES,
+        what: str = "internalError",
     ) -> None:
         self.logger = logger
         self.interval = interval
         self.max_causes = max_causes
+        self.what = what
         self._causes: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -135,7 +152,7 @@ class ErrorLog:
                 self._causes.popitem(last=False)
         more = f"; {unlogged} more since it was last logged" if unlogged else ""
         self.logger.error(
-            "internalError: %s: %s (raised at %s)%s", cause[0], cause[1], _origin(exc), more
+            "%s: %s: %s (raised at %s)%s", self.what, cause[0], cause[1], _origin(exc), more
         )
         return True
 
@@ -216,6 +233,12 @@ class OCSPApp:
         self.max_path = server.max_request_size * 4 // 3 + 1024
         self.http_cache_max_age = server.http_cache_max_age
         self.errors = ErrorLog(log)
+        self.metric_errors = ErrorLog(log, what="metrics not updated")
+        self.monitoring_errors = ErrorLog(log, what="monitoring endpoint failed (HTTP 500)")
+        self.monitoring = Monitoring(responder)
+        found = metrics.get()
+        self._requests = found.requests
+        self._duration = found.request_duration
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Serve one HTTP request (PEP 3333); no exception escapes to the server.
@@ -227,9 +250,12 @@ class OCSPApp:
         Returns:
             The body: one bytes object, or none for HEAD and 304.
         """
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET")
+        response: str | None
         try:
             self.responder.watcher.ensure_running()
-            return self._serve(environ, start_response)
+            body, response = self._serve(environ, start_response, method)
         except Exception as exc:
             self.errors.report(exc)
             headers = [
@@ -239,11 +265,34 @@ class OCSPApp:
             ]
             # exc_info lets a server replace headers not yet sent (PEP 3333).
             start_response("200 OK", headers, sys.exc_info())
-            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [INTERNAL_ERROR]
+            body = [] if method == "HEAD" else [INTERNAL_ERROR]
+            response = "internalError"
+        if response is not None:
+            try:
+                counter = self._requests.get((method, response))
+                if counter is None:
+                    counter = self._requests["other", response]
+                counter.inc()
+                self._duration.observe(time.perf_counter() - started)
+            except Exception as exc:  # the answer is made: a metrics failure only logs
+                self.metric_errors.report(exc)
+        return body
 
-    def _serve(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        """Everything :meth:`__call__` does, except turning exceptions into internalError."""
-        method = environ.get("REQUEST_METHOD", "GET")
+    def _serve(self, environ: dict[str, Any], start_response: StartResponse, method: str) -> Served:
+        """Everything :meth:`__call__` does, except turning exceptions into internalError;
+        also returns the ``response`` label to count the request under."""
+        path_info = environ.get("PATH_INFO", "")
+        if path_info.startswith(MONITORING_PREFIX):
+            try:
+                status, headers, text = self.monitoring.answer(
+                    method, path_info, environ.get("QUERY_STRING", "")
+                )
+            except Exception as exc:  # never a 200 (a healthy look) when it failed
+                self.monitoring_errors.report(exc)
+                text = b"internal error (logged)\n"
+                status, headers = "500 Internal Server Error", _text_headers(text)
+            start_response(status, headers)
+            return ([] if method == "HEAD" else [text]), None
         head = method == "HEAD"
         if method not in ("GET", "HEAD", "POST"):
             return _plain(
@@ -251,14 +300,14 @@ class OCSPApp:
                 "405 Method Not Allowed",
                 "use GET or POST (RFC 6960 appendix A)\n",
                 [("Allow", "GET, HEAD, POST")],
-            )
+            ), HTTP_ERROR
         try:
             if method == "POST":
                 body = self._read_body(environ)
                 if body is None:
                     return _plain(
                         start_response, "413 Content Too Large", "request body too large\n"
-                    )
+                    ), HTTP_ERROR
                 request = decode_request(body)
             else:
                 raw = (
@@ -267,11 +316,15 @@ class OCSPApp:
                     or (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
                 )
                 if len(raw) > self.max_path:
-                    return _plain(start_response, "414 URI Too Long", "request URI too long\n")
+                    return _plain(
+                        start_response, "414 URI Too Long", "request URI too long\n"
+                    ), HTTP_ERROR
                 request = request_from_path(raw)
         except _UnreadableBody as exc:
             log.info("unreadable request body: %s", clip(str(exc)))
-            return _plain(start_response, "400 Bad Request", "unreadable request body\n")
+            return _plain(
+                start_response, "400 Bad Request", "unreadable request body\n"
+            ), HTTP_ERROR
         except MalformedRequest as exc:
             log.info("malformedRequest: %s", clip(str(exc)))
             return self._send(start_response, Answer(MALFORMED_REQUEST), environ, head)
@@ -302,7 +355,7 @@ class OCSPApp:
 
     def _send(
         self, start_response: StartResponse, answer: Answer, environ: dict[str, Any], head: bool
-    ) -> list[bytes]:
+    ) -> Served:
         signed = answer.signed
         if signed is None or not answer.cacheable:
             headers = [("Cache-Control", NO_STORE)]
@@ -317,10 +370,10 @@ class OCSPApp:
             ]
             if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), signed.etag):
                 start_response("304 Not Modified", headers)
-                return []
+                return [], NOT_MODIFIED
         headers += [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(answer.der)))]
         start_response("200 OK", headers)
-        return [] if head else [answer.der]
+        return ([] if head else [answer.der]), answer.response_status
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -333,19 +386,20 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.removeprefix("W/") == etag for tag in tags)
 
 
+def _text_headers(body: bytes, extra: Headers | None = None) -> Headers:
+    return [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", NO_STORE),
+        *(extra or []),
+    ]
+
+
 def _plain(
     start_response: StartResponse, status: str, text: str, extra: Headers | None = None
 ) -> list[bytes]:
     body = text.encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", NO_STORE),
-            *(extra or []),
-        ],
-    )
+    start_response(status, _text_headers(body, extra))
     return [body]
 
 

@@ -20,6 +20,10 @@ known issuer, nonce             successful, signed now with the nonce echoed
 anything raising unexpectedly   internalError (cause logged by the HTTP layer)
 ==============================  ==========================================
 
+Metrics (:mod:`ocsp_responder.metrics`): successful answers by issuer and
+certificate status, tryLater answers by issuer, cache hits and misses (requests
+without a nonce), and the time of every signature.
+
 Every successful answer's nextUpdate is at most the issuer's
 :meth:`~ocsp_responder.issuers.Issuer.vouch_until` (data expiry + grace, signer
 notAfter): no answer is valid longer than the data and the signer behind it.
@@ -29,12 +33,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from cryptography.x509 import ocsp
 
+from . import metrics
 from .cache import ResponseCache
 from .config import Config, read_config
 from .issuers import Issuer, IssuerSet, load_issuers
@@ -48,6 +54,13 @@ MALFORMED_REQUEST = unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
 UNAUTHORIZED = unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
 INTERNAL_ERROR = unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
 TRY_LATER = unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
+#: The ``response`` metric label of each OCSP error body.
+_ERROR_NAMES = {
+    MALFORMED_REQUEST: "malformedRequest",
+    UNAUTHORIZED: "unauthorized",
+    INTERNAL_ERROR: "internalError",
+    TRY_LATER: "tryLater",
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,14 @@ class Answer:
     der: bytes
     signed: SignedResponse | None = None
     cacheable: bool = False
+
+    @property
+    def response_status(self) -> str:
+        """The OCSPResponseStatus name as RFC 6960 spells it: ``successful``,
+        ``malformedRequest``, ``internalError``, ``tryLater`` or ``unauthorized``."""
+        if self.signed is not None:
+            return "successful"
+        return _ERROR_NAMES.get(self.der, "internalError")
 
 
 class Responder:
@@ -86,6 +107,13 @@ class Responder:
         self.watcher = DataWatcher(
             [issuer.data for issuer in issuers.issuers], config.server.reload_interval
         )
+        found = metrics.get()
+        self._issuer_metrics = {
+            issuer.name: found.issuer(issuer.name) for issuer in issuers.issuers
+        }
+        self._cache_hits = found.cache_hits
+        self._cache_misses = found.cache_misses
+        self._signing = found.signing_duration
 
     def respond(self, request: Request) -> Answer:
         """Answer one decoded OCSP request.
@@ -114,18 +142,29 @@ class Responder:
             return Answer(UNAUTHORIZED)
         issuer.data.sync()
         now = self.clock()
+        counters = self._issuer_metrics[issuer.name]
         if not self._available(issuer, now):
+            counters.try_later.inc()
             return Answer(TRY_LATER)
         status = issuer.data.lookup(cert_id.serial_number)
         until = issuer.vouch_until()
         if request.nonce is not None:
+            started = time.perf_counter()
             signed = sign_response(issuer, cert_id, status, now, request.nonce, until=until)
+            self._signing.observe(time.perf_counter() - started)
+            counters.answers[status.state].inc()
             return Answer(signed.der, signed, cacheable=False)
         key = (issuer.name, cert_id.serial_number, algorithm)
         signed_or_none = self.cache.get(key, status, now)
         if signed_or_none is None or signed_or_none.next_update > until:
+            self._cache_misses.inc()
+            started = time.perf_counter()
             signed_or_none = sign_response(issuer, cert_id, status, now, until=until)
+            self._signing.observe(time.perf_counter() - started)
             self.cache.put(key, signed_or_none)
+        else:
+            self._cache_hits.inc()
+        counters.answers[status.state].inc()
         return Answer(signed_or_none.der, signed_or_none, cacheable=True)
 
     def _available(self, issuer: Issuer, now: datetime) -> bool:

@@ -14,7 +14,9 @@ serves and brings it up to date on each :meth:`StatusData.refresh`:
 
 A file that cannot be read, does not parse, or is rejected never replaces the data
 in service; the error is logged (once per distinct error) with file and line or
-serial. :class:`DataWatcher` runs the checks in a thread of each process.
+serial, and counted in ``ocsp_responder_reload_failures_total{issuer}`` (every
+failed read, every rejection; a file that stays unreadable counts once per check
+and process). :class:`DataWatcher` runs the checks in a thread of each process.
 
 The data's expiry (:meth:`StatusData.expires_at`) bounds every answer's nextUpdate;
 past it, the issuer answers ``tryLater`` (see :mod:`ocsp_responder.responder`).
@@ -28,6 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from . import metrics
 from .snapshot import (
     DataRejected,
     Snapshot,
@@ -87,6 +90,7 @@ class StatusData:
         self._lock = threading.Lock()
         self._logged_error: str | None = None
         self.last_error: str | None = None
+        self._failures = metrics.get().issuer(name).reload_failures
         self._files_stamps: tuple[FileStamp | None, ...] | None = None
         self._retry_read = False
         self._store_stamp = store.stamp()
@@ -273,6 +277,7 @@ class StatusData:
     def _failed(self, exc: SourceError, *, retry: bool) -> None:
         self._retry_read = retry
         self.last_error = str(exc)
+        self._failures.inc()
         self._log_once(
             f"issuer {self.name}: keeping the last good data (generation "
             f"{self._current.generation}): {exc}"
