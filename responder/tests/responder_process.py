@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cryptography.x509 import ocsp
@@ -72,6 +72,44 @@ def post_ocsp(port: int, der: bytes, path: str = "/") -> HttpAnswer:
 def get_path(der: bytes, prefix: str = "/") -> str:
     """The RFC 6960 appendix A.1 GET path: prefix + URL-encoded base64 of the DER."""
     return prefix + quote(base64.b64encode(der).decode(), safe="")
+
+
+def health(port: int, query: str = "", method: str = "GET") -> HttpAnswer:
+    """``GET /-/health`` (``query``, e.g. ``"brief"``, goes after a ``?``)."""
+    return http_call(port, method, "/-/health" + (f"?{query}" if query else ""))
+
+
+def health_report(port: int) -> tuple[int, dict[str, Any]]:
+    """``GET /-/health``: its HTTP status and its JSON body."""
+    answer = health(port)
+    assert answer.headers.get("Content-Type") == "application/json", answer.describe()
+    return answer.status, json.loads(answer.body)
+
+
+#: One scrape of ``/-/metrics``: sample name -> [(labels, value)].
+Scrape = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(port: int) -> Scrape:
+    """``GET /-/metrics``, parsed with prometheus_client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = http_call(port, "GET", "/-/metrics")
+    assert answer.status == 200, answer.describe()
+    samples: Scrape = {}
+    for family in text_string_to_metric_families(answer.body.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def metric(samples: Scrape, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(
+        value
+        for found, value in samples.get(name, [])
+        if all(found.get(key) == wanted for key, wanted in labels.items())
+    )
 
 
 def cache_control(answer: HttpAnswer) -> dict[str, str | None]:
