@@ -64,6 +64,20 @@ def http_call(
         conn.close()
 
 
+def raw_status_line(port: int, data: bytes) -> bytes:
+    """Send ``data`` as is on a new connection to 127.0.0.1:``port``; return the first
+    line of the answer (b"" when the server closes without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while b"\r\n" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
 def post_ocsp(port: int, der: bytes, path: str = "/") -> HttpAnswer:
     """POST DER bytes as ``application/ocsp-request``."""
     return http_call(port, "POST", path, der, {"Content-Type": "application/ocsp-request"})

@@ -18,7 +18,6 @@ import http.client
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from responder_process import (
     get_path,
     http_call,
     post_ocsp,
+    raw_status_line,
     toml_config,
 )
 from scenario import IssuingCA, LiveIssuer, Pki, new_issuing_ca
@@ -232,14 +232,9 @@ def test_unreadable_chunked_body_is_400(target: Target) -> None:
         b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", target.server.port), timeout=10) as sock:
-        sock.sendall(head + b"zz-not-hex\r\n" + target.request + b"\r\n0\r\n\r\n")
-        reply = b""
-        while b"\r\n" not in reply:
-            data = sock.recv(4096)
-            if not data:
-                break
-            reply += data
+    reply = raw_status_line(
+        target.server.port, head + b"zz-not-hex\r\n" + target.request + b"\r\n0\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
     assert traceback_in_log(target.server, since) is None
 
