@@ -38,6 +38,7 @@ from typing import Any
 from . import metrics
 from .config import ConfigError, read_config
 from .http import OCSPApp
+from .issuers import load_ca_certificate, status_parts
 from .responder import build_responder
 from .snapshot import SnapshotError, override
 from .sources import SourceError
@@ -87,9 +88,11 @@ def accept_data(path: str, name: str) -> int:
     """Make an issuer's current status files the data in service, older or not.
 
     For a deliberate restore (an index.txt or CRL brought back from a backup on
-    purpose): the files must still parse and verify; the snapshot in ``state_dir``
-    and its remembered revocations are replaced; running processes adopt it within
-    ``reload_interval``. Logged at WARNING.
+    purpose), or to start over after the snapshot file was damaged: the files must
+    still parse and verify; the snapshot in ``state_dir`` and its remembered
+    revocations are replaced (a damaged snapshot file is first moved aside to
+    ``NAME.json.damaged-TIME``); running processes adopt the result (a new epoch
+    outranks whatever they hold) within ``reload_interval``. Logged at WARNING.
 
     Returns:
         0 when accepted; 1 for an unknown issuer, a config problem or files that
@@ -97,46 +100,46 @@ def accept_data(path: str, name: str) -> int:
     """
     _setup_logging("info")
     try:
-        responder = build_responder(path, persist=False)
+        config, problems = read_config(path)
     except ConfigError as exc:
         _print_problems(exc)
         return 1
-    found = [i for i in responder.issuers.issuers if i.name == name]
+    found = [cfg for cfg in config.issuers if cfg.name == name]
     if not found:
-        names = ", ".join(i.name for i in responder.issuers.issuers)
-        print(f"{path}: no issuer named {name!r} (issuers: {names})", file=sys.stderr)
+        problems.add("issuer", f"no issuer named {name!r}")
+    ca = load_ca_certificate(found[0], problems) if found else None
+    if ca is None or problems.lines:
+        _print_problems(ConfigError(problems.lines))
         return 1
-    data = found[0].data
-    store = data.store
+    source, store = status_parts(found[0], ca, config.server.state_dir)
     now = utc_now()
     try:
-        read = data.source.read(now)
+        read = source.read(now)
         store.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with store.lock():
-            previous = store.load()
-            snapshot = override(
-                previous,
-                read,
-                issuer=name,
-                ca_fingerprint=store.ca_fingerprint,
-                now=now,
-            )
+            try:
+                previous = store.load()
+            except SnapshotError as exc:
+                aside = store.move_aside(f"damaged-{now:%Y%m%dT%H%M%SZ}")
+                log.warning("issuer %s: %s; moved to %s", name, exc, aside)
+                previous = None
+            snapshot = override(previous, read, issuer=name, ca_identity=store.ca_identity, now=now)
             store.save(snapshot)
-    except (SourceError, SnapshotError) as exc:
+    except SourceError as exc:
         print(f"issuer {name}: not accepted: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"issuer {name}: cannot write {store.path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    revoked = len(snapshot.remembered)
     log.warning(
         "issuer %s: operator override (accept-data): %s accepted as given: %d serials, "
-        "generation %d; remembered revocations reset to the %d in this data",
+        "generation %d, epoch %d; remembered revocations reset to the %d in this data",
         name,
-        data.source.describe(),
+        source.describe(),
         len(snapshot.table),
         snapshot.generation,
-        revoked,
+        snapshot.epoch,
+        len(snapshot.remembered),
     )
     return 0
 

@@ -37,7 +37,7 @@ from .config import (
     IssuerConfig,
     Problems,
 )
-from .snapshot import SnapshotStore
+from .snapshot import Snapshot, SnapshotStore, ca_identity
 from .sources import SourceError, StatusSource
 from .sources.crl import CRLSource
 from .sources.index import IndexSource
@@ -112,12 +112,20 @@ class Issuer:
             f"notAfter {signer.not_valid_after_utc.isoformat()}"
         )
 
-    def vouch_until(self) -> datetime:
-        """The latest nextUpdate it may state: min(data expiry + grace, signer notAfter)."""
-        return min(self.data.expires_at(), self.signer_certificate.not_valid_after_utc)
+    def vouch_until(self, snapshot: Snapshot | None = None) -> datetime:
+        """The latest nextUpdate it may state: min(data expiry + grace, signer notAfter).
 
-    def unavailable(self, now: datetime) -> str | None:
+        Args:
+            snapshot: the data answered from (default: the data in service).
+        """
+        return min(self.data.expires_at(snapshot), self.signer_certificate.not_valid_after_utc)
+
+    def unavailable(self, now: datetime, snapshot: Snapshot | None = None) -> str | None:
         """Why this issuer cannot vouch for any status at ``now``, or None when it can.
+
+        Args:
+            now: aware UTC.
+            snapshot: the data answered from (default: the data in service).
 
         Returns:
             None, or one line naming the expired data or signer (the answer is then
@@ -134,7 +142,7 @@ class Issuer:
                 f"issuer {self.name}: signer certificate expired at "
                 f"{signer.not_valid_after_utc.isoformat()}"
             )
-        expires = self.data.expires_at()
+        expires = self.data.expires_at(snapshot)
         if now >= expires:
             return (
                 f"issuer {self.name}: status data expired at {expires.isoformat()} "
@@ -326,6 +334,32 @@ def _check_signer(
         problems.add(key, f"{where} lacks extendedKeyUsage OCSPSigning (RFC 6960 4.2.2.2)")
 
 
+def status_parts(
+    cfg: IssuerConfig, ca: x509.Certificate, state_dir: Path
+) -> tuple[StatusSource, SnapshotStore]:
+    """The status source and the snapshot store of one issuer (nothing is read yet).
+
+    Args:
+        cfg: the ``[[issuer]]`` entry.
+        ca: its CA certificate (CRLs must verify against it; its subject and key
+            identify the snapshot).
+        state_dir: ``[server] state_dir``.
+    """
+    source: StatusSource
+    if cfg.source.kind == "index":
+        source = IndexSource(cfg.source.paths[0])
+    else:
+        source = CRLSource(list(cfg.source.paths), ca)
+    identity = ca_identity(ca.subject.public_bytes(), _public_der(ca.public_key()))
+    return source, SnapshotStore(state_dir, cfg.name, identity)
+
+
+def load_ca_certificate(cfg: IssuerConfig, problems: Problems) -> x509.Certificate | None:
+    """Load an issuer's CA certificate; a problem is recorded (key ``ca_certificate``)
+    and None returned when it cannot be read or parsed."""
+    return _load_certificate(cfg.ca_certificate, f"{cfg.key}.ca_certificate", problems)
+
+
 def load_issuer(
     cfg: IssuerConfig,
     problems: Problems,
@@ -365,12 +399,7 @@ def load_issuer(
     except ValueError as exc:
         problems.add(f"{cfg.key}.ca_certificate", f"{cfg.ca_certificate}: {exc}")
         return None
-    source: StatusSource
-    if cfg.source.kind == "index":
-        source = IndexSource(cfg.source.paths[0])
-    else:
-        source = CRLSource(list(cfg.source.paths), ca)
-    store = SnapshotStore(state_dir, cfg.name, ca.fingerprint(hashes.SHA256()).hex())
+    source, store = status_parts(cfg, ca, state_dir)
     data: StatusData | None = None
     try:
         data = StatusData(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import metrics
 from .issuers import Issuer
 from .responder import Responder
+from .snapshot import Snapshot
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -52,29 +53,33 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
 
 
-def data_age_since(issuer: Issuer) -> datetime:
-    """The time the issuer's data counts its age from: ``index``: when index.txt was last
+def data_age_since(snap: Snapshot) -> datetime:
+    """The time an issuer's data counts its age from: ``index``: when index.txt was last
     confirmed current; ``crl``: the oldest thisUpdate of its CRLs."""
-    snap = issuer.data.snapshot
     if snap.kind == "crl" and snap.crls:
         return min(info.this_update for info in snap.crls)
     return snap.confirmed_at or snap.accepted_at
 
 
-def issuer_health(issuer: Issuer, now: datetime) -> dict[str, Any]:
-    """One entry of the health report's ``issuers`` list (see the README, "Monitoring")."""
+def issuer_health(issuer: Issuer, now: datetime, snap: Snapshot) -> dict[str, Any]:
+    """One entry of the health report's ``issuers`` list (see the README, "Monitoring").
+
+    Args:
+        issuer: the issuer.
+        now: aware UTC.
+        snap: the snapshot it answers from (:meth:`StatusData.sync`).
+    """
     data = issuer.data
-    snap = data.snapshot
-    problem = issuer.unavailable(now)
+    problem = issuer.unavailable(now, snap)
     return {
         "name": issuer.name,
         "source": data.source.kind,
         "paths": [str(path) for path in data.source.paths],
-        "serials": len(data),
+        "serials": len(snap.served),
         "generation": snap.generation,
         "last_success": _iso(snap.accepted_at),
         "confirmed_at": _iso(snap.confirmed_at),
-        "data_expires": _iso(data.expires_at()),
+        "data_expires": _iso(data.expires_at(snap)),
         "signer_not_after": _iso(issuer.signer_certificate.not_valid_after_utc),
         "available": problem is None,
         "problem": problem,
@@ -88,10 +93,12 @@ def health(responder: Responder) -> tuple[bool, dict[str, Any]]:
     Returns:
         (True when every issuer can vouch now, the JSON report).
     """
-    for issuer in responder.issuers.issuers:
-        issuer.data.sync()
+    snaps = [issuer.data.sync() for issuer in responder.issuers.issuers]
     now = responder.clock()
-    entries = [issuer_health(issuer, now) for issuer in responder.issuers.issuers]
+    entries = [
+        issuer_health(issuer, now, snap)
+        for issuer, snap in zip(responder.issuers.issuers, snaps, strict=True)
+    ]
     ok = all(entry["available"] for entry in entries)
     return ok, {"status": "ok" if ok else "unavailable", "issuers": entries}
 
@@ -117,8 +124,7 @@ class IssuerCollector:
         responder = self.responder
         server = responder.config.server
         issuers = responder.issuers.issuers
-        for issuer in issuers:
-            issuer.data.sync()
+        snaps = [issuer.data.sync() for issuer in issuers]
         now = responder.clock()
         p = metrics.PREFIX
 
@@ -147,17 +153,17 @@ class IssuerCollector:
         signer_warning = family(
             "signer_expiry_warning_seconds", "[server] signer_expiry_warning: the alert window"
         )
-        for issuer in issuers:
+        for issuer, snap in zip(issuers, snaps, strict=True):
             labels = [issuer.name]
             data = issuer.data
-            up.add_metric(labels, 0.0 if issuer.unavailable(now) else 1.0)
-            age.add_metric(labels, (now - data_age_since(issuer)).total_seconds())
-            expiry.add_metric(labels, (data.expires_at() - now).total_seconds())
+            up.add_metric(labels, 0.0 if issuer.unavailable(now, snap) else 1.0)
+            age.add_metric(labels, (now - data_age_since(snap)).total_seconds())
+            expiry.add_metric(labels, (data.expires_at(snap) - now).total_seconds())
             signer.add_metric(
                 labels, (issuer.signer_certificate.not_valid_after_utc - now).total_seconds()
             )
-            serials.add_metric(labels, float(len(data)))
-            success.add_metric(labels, data.snapshot.accepted_at.timestamp())
+            serials.add_metric(labels, float(len(snap.served)))
+            success.add_metric(labels, snap.accepted_at.timestamp())
             data_warning.add_metric(labels, float(server.data_expiry_warning))
             signer_warning.add_metric(labels, float(server.signer_expiry_warning))
         yield from (up, age, expiry, signer, serials, success, data_warning, signer_warning)

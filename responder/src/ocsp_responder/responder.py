@@ -46,6 +46,7 @@ from .config import Config, read_config
 from .issuers import Issuer, IssuerSet, load_issuers
 from .request import Request
 from .signing import SignedResponse, sign_response, unsuccessful
+from .snapshot import Snapshot
 from .status_data import Clock, DataWatcher, utc_now
 
 log = logging.getLogger(__name__)
@@ -140,14 +141,14 @@ class Responder:
                 cert_id.issuer_key_hash.hex(),
             )
             return Answer(UNAUTHORIZED)
-        issuer.data.sync()
+        snapshot = issuer.data.sync()  # one snapshot for the whole answer
         now = self.clock()
         counters = self._issuer_metrics[issuer.name]
-        if not self._available(issuer, now):
+        if not self._available(issuer, now, snapshot):
             counters.try_later.inc()
             return Answer(TRY_LATER)
-        status = issuer.data.lookup(cert_id.serial_number)
-        until = issuer.vouch_until()
+        status = issuer.data.lookup(cert_id.serial_number, snapshot)
+        until = issuer.vouch_until(snapshot)
         if request.nonce is not None:
             started = time.perf_counter()
             signed = sign_response(issuer, cert_id, status, now, request.nonce, until=until)
@@ -167,9 +168,9 @@ class Responder:
         counters.answers[status.state].inc()
         return Answer(signed_or_none.der, signed_or_none, cacheable=True)
 
-    def _available(self, issuer: Issuer, now: datetime) -> bool:
+    def _available(self, issuer: Issuer, now: datetime, snapshot: Snapshot) -> bool:
         """False (and an ERROR on the change) when ``issuer`` cannot vouch at ``now``."""
-        problem = issuer.unavailable(now)
+        problem = issuer.unavailable(now, snapshot)
         if problem == self._unavailable.get(issuer.name):
             return problem is None
         with self._state_lock:

@@ -81,7 +81,8 @@ def sign_response(
     this_update = now.replace(microsecond=0)
     next_update = this_update + issuer.response_validity
     if until is not None and until < next_update:
-        next_update = until.replace(microsecond=0)
+        # whole seconds, as encoded; never before thisUpdate (the last second of the data)
+        next_update = max(this_update, until.replace(microsecond=0))
     builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
         issuer_name_hash=cert_id.issuer_name_hash,
         issuer_key_hash=cert_id.issuer_key_hash,

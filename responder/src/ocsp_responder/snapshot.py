@@ -21,17 +21,26 @@ Rules for a new read of the files (:func:`accept`), against the last snapshot:
   the table, so no later data makes a remembered serial good or unknown.
 
 The only way back is the operator's explicit ``ocsp-responder accept-data``
-(:func:`override`), which is logged.
+(:func:`override`), which is logged. Snapshots are ordered by (epoch, generation):
+``accept-data`` starts a new epoch, so its snapshot wins over any a running process
+holds, even when the snapshot file had been lost in between.
+
+A snapshot belongs to one CA: its identity is the SHA-256 of the CA certificate's
+subject and public key (the inputs of the CertID hashes), so a renewed CA certificate
+(same name, same key) keeps its memory, and the snapshot of another CA under the
+same issuer name is moved aside (``NAME.json.other-ca-ID``), never used nor lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -66,21 +75,25 @@ class Snapshot:
 
     Attributes:
         issuer: the issuer name.
-        ca_fingerprint: SHA-256 (hex) of the CA certificate's DER: a snapshot of
-            another CA under the same name is never used.
+        ca_identity: :func:`ca_identity` of the CA: a snapshot of another CA under
+            the same name is never used.
         generation: increases by one with each accepted change, across processes.
         kind: ``index`` or ``crl``.
         digest: :attr:`SourceData.digest` of the files it was made from.
         accepted_at: when it was accepted (aware UTC).
-        confirmed_at: ``index``: when the data was last confirmed current.
+        confirmed_at: ``index``: when the data was last confirmed current: the
+            file's mtime when it advanced, never later than the time it was read.
         crls: ``crl``: the accepted CRLs' numbers and validity.
         table: serial -> status as the files said.
         remembered: serial -> permanent revocation ever accepted (never released).
         override: True when made by ``accept-data`` (logged, shown by check-config).
+        epoch: 0, or the time (ns) of the ``accept-data`` this data descends from.
+        mtime: ``index``: the file's mtime as read (a confirmation counts only when
+            it advances, so an mtime in the future does not renew the data).
     """
 
     issuer: str
-    ca_fingerprint: str
+    ca_identity: str
     generation: int
     kind: str
     digest: str
@@ -90,14 +103,24 @@ class Snapshot:
     table: Mapping[int, Status]
     remembered: Mapping[int, Status]
     override: bool = False
+    epoch: int = 0
+    mtime: datetime | None = None
     served: dict[int, Status] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         served = dict(self.table)
         for serial, status in self.remembered.items():
-            if served.get(serial, Status(CertState.UNKNOWN)).state is not CertState.REVOKED:
+            now = served.get(serial)
+            # A permanent revocation wins over anything later data says, a later
+            # certificateHold record included.
+            if now is None or now.state is not CertState.REVOKED or now.releasable:
                 served[serial] = status
         object.__setattr__(self, "served", served)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """(epoch, generation): the newer snapshot has the greater order."""
+        return (self.epoch, self.generation)
 
     def expires_at(self, max_data_age: timedelta) -> datetime:
         """When this data stops being current (aware UTC).
@@ -120,12 +143,22 @@ def _remember(remembered: Mapping[int, Status], table: Mapping[int, Status]) -> 
     return merged
 
 
+def ca_identity(subject_der: bytes, public_key_der: bytes) -> str:
+    """The identity a snapshot belongs to: SHA-256 (hex) of the CA's subject name DER
+    and SubjectPublicKeyInfo DER, the inputs of the CertID issuer hashes."""
+    hasher = hashlib.sha256()
+    for part in (subject_der, public_key_der):
+        hasher.update(len(part).to_bytes(4, "big"))
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
 def accept(
     previous: Snapshot | None,
     data: SourceData,
     *,
     issuer: str,
-    ca_fingerprint: str,
+    ca_identity: str,
     now: datetime,
     paths: tuple[Path, ...],
 ) -> Snapshot:
@@ -134,7 +167,7 @@ def accept(
     Args:
         previous: the newest accepted snapshot of this issuer, or None.
         data: what the source just read.
-        issuer, ca_fingerprint: the issuer the data is for.
+        issuer, ca_identity: the issuer the data is for.
         now: the time of acceptance (aware UTC).
         paths: the source's files, for messages.
 
@@ -154,14 +187,11 @@ def accept(
         else:
             _check_crls(previous, data)
         if data.digest == previous.digest and (
-            data.confirmed_at is None
-            or (previous.confirmed_at is not None and data.confirmed_at <= previous.confirmed_at)
+            data.mtime is None or (previous.mtime is not None and data.mtime <= previous.mtime)
         ):
             return previous
     remembered = previous.remembered if previous is not None else {}
-    return _successor(
-        previous, data, remembered, issuer=issuer, ca_fingerprint=ca_fingerprint, now=now
-    )
+    return _successor(previous, data, remembered, issuer=issuer, ca_identity=ca_identity, now=now)
 
 
 def override(
@@ -169,17 +199,20 @@ def override(
     data: SourceData,
     *,
     issuer: str,
-    ca_fingerprint: str,
+    ca_identity: str,
     now: datetime,
 ) -> Snapshot:
     """The operator's deliberate restore: ``data`` replaces the table and the memory.
 
-    Remembered revocations are reset to the permanent revocations in ``data``. Only
-    ``ocsp-responder accept-data`` calls this.
+    Remembered revocations are reset to the permanent revocations in ``data``, and a
+    new epoch (the time, in ns) makes the result newer than any snapshot a running
+    process holds. Only ``ocsp-responder accept-data`` calls this.
     """
+    epoch = max(time.time_ns(), previous.epoch + 1 if previous is not None else 1)
     return replace(
-        _successor(previous, data, {}, issuer=issuer, ca_fingerprint=ca_fingerprint, now=now),
+        _successor(previous, data, {}, issuer=issuer, ca_identity=ca_identity, now=now),
         override=True,
+        epoch=epoch,
     )
 
 
@@ -189,21 +222,45 @@ def _successor(
     remembered: Mapping[int, Status],
     *,
     issuer: str,
-    ca_fingerprint: str,
+    ca_identity: str,
     now: datetime,
 ) -> Snapshot:
     """The snapshot after ``previous`` made of ``data``, remembering ``remembered`` too."""
     return Snapshot(
         issuer=issuer,
-        ca_fingerprint=ca_fingerprint,
+        ca_identity=ca_identity,
         generation=(previous.generation if previous is not None else 0) + 1,
         kind=data.kind,
         digest=data.digest,
         accepted_at=now,
-        confirmed_at=data.confirmed_at,
+        confirmed_at=min(data.mtime, now) if data.mtime is not None else None,
         crls=data.crls,
         table=data.table,
         remembered=_remember(remembered, data.table),
+        epoch=previous.epoch if previous is not None else 0,
+        mtime=data.mtime,
+    )
+
+
+def merged(mine: Snapshot, other: Snapshot | None) -> Snapshot:
+    """``mine`` renumbered past ``other``, remembering ``other``'s revocations too.
+
+    For writing over a snapshot file that holds something else than ``mine`` (lost,
+    damaged, or written by a process that had lost the memory): nothing any process
+    remembered is dropped, unless ``other`` is from an older epoch (before an
+    ``accept-data`` that ``mine`` descends from).
+    """
+    if other is None:
+        return mine
+    remembered = mine.remembered
+    if other.epoch == mine.epoch:
+        remembered = {**other.remembered, **mine.remembered}
+    if other.epoch == mine.epoch and other.generation == mine.generation - 1:
+        generation = mine.generation  # the usual case: ``mine`` follows ``other``
+    else:
+        generation = max(mine.generation, other.generation) + 1
+    return replace(
+        mine, generation=generation, epoch=max(mine.epoch, other.epoch), remembered=remembered
     )
 
 
@@ -216,7 +273,9 @@ def _check_index(previous: Snapshot, data: SourceData, path: Path) -> None:
             f"row of serial {lost[0]:X} is missing ({len(lost)} of {len(previous.table)} "
             "rows lost): an older or truncated copy?",
         )
-    for serial, old in previous.served.items():
+    # Against the table, not the remembered overlay: a remembered revocation stays
+    # served whatever the files say, so it need not block newer files.
+    for serial, old in previous.table.items():
         status = new.get(serial)
         if old.state is not CertState.REVOKED or status is None:
             continue
@@ -296,12 +355,14 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "issuer": snapshot.issuer,
-        "ca_sha256": snapshot.ca_fingerprint,
+        "ca_identity": snapshot.ca_identity,
+        "epoch": snapshot.epoch,
         "generation": snapshot.generation,
         "kind": snapshot.kind,
         "digest": snapshot.digest,
         "accepted_at": _time(snapshot.accepted_at),
         "confirmed_at": _time(snapshot.confirmed_at),
+        "mtime": _time(snapshot.mtime),
         "override": snapshot.override,
         "crls": [
             {
@@ -337,18 +398,31 @@ def from_json(document: Any) -> Snapshot:  # noqa: ANN401 (JSON value)
     accepted_at = _parse_time(document["accepted_at"])
     if accepted_at is None:
         raise ValueError("accepted_at is missing")
+    kind = document["kind"]
+    confirmed_at = _parse_time(document["confirmed_at"])
+    if kind == "index" and confirmed_at is None:
+        raise ValueError("an index snapshot without confirmed_at")
+    if kind == "crl" and not crls:
+        raise ValueError("a crl snapshot without CRLs")
+    if kind not in ("index", "crl"):
+        raise ValueError(f"unknown kind {kind!r}")
+    generation, epoch = document["generation"], document["epoch"]
+    if not isinstance(generation, int) or not isinstance(epoch, int):
+        raise ValueError("generation and epoch must be integers")
     return Snapshot(
         issuer=str(document["issuer"]),
-        ca_fingerprint=str(document["ca_sha256"]),
-        generation=int(document["generation"]),
-        kind=str(document["kind"]),
+        ca_identity=str(document["ca_identity"]),
+        generation=generation,
+        kind=kind,
         digest=str(document["digest"]),
         accepted_at=accepted_at,
-        confirmed_at=_parse_time(document["confirmed_at"]),
+        confirmed_at=confirmed_at,
         crls=crls,
         table=_table(document["table"]),
         remembered=_table(document["remembered"]),
         override=bool(document.get("override", False)),
+        epoch=epoch,
+        mtime=_parse_time(document.get("mtime")),
     )
 
 
@@ -363,16 +437,17 @@ class SnapshotStore:
     Args:
         state_dir: the directory (``[server] state_dir``).
         issuer: the issuer name (``[A-Za-z0-9._-]``, safe as a file name).
-        ca_fingerprint: the issuer's CA certificate SHA-256 (hex); a snapshot of
-            another CA is ignored (logged) rather than used.
+        ca_identity: :func:`ca_identity` of the issuer's CA; a snapshot of another CA
+            is not used, and is moved aside before this one is written.
     """
 
-    def __init__(self, state_dir: Path, issuer: str, ca_fingerprint: str) -> None:
+    def __init__(self, state_dir: Path, issuer: str, ca_identity: str) -> None:
         self.state_dir = state_dir
         self.path = state_dir / f"{issuer}.json"
         self.lock_path = state_dir / f"{issuer}.lock"
         self.issuer = issuer
-        self.ca_fingerprint = ca_fingerprint
+        self.ca_identity = ca_identity
+        self._other_ca: str | None = None
 
     def stamp(self) -> tuple[int, int, int] | None:
         """(mtime_ns, size, inode) of the snapshot file, None when there is none."""
@@ -387,10 +462,11 @@ class SnapshotStore:
 
         Returns:
             The snapshot, or None when there is none yet, or when it is another CA's
-            (a warning is logged: the CA certificate of the issuer changed).
+            (a warning is logged; :meth:`save` moves that file aside first).
 
         Raises:
-            SnapshotError: the file exists but cannot be read or parsed.
+            SnapshotError: the file exists but cannot be read or is not a snapshot
+                of this issuer.
         """
         try:
             data = self.path.read_bytes()
@@ -400,19 +476,45 @@ class SnapshotStore:
             raise SnapshotError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
         try:
             snapshot = from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SnapshotError(f"{self.path}: not a valid snapshot: {exc}") from exc
+        except Exception as exc:  # JSON or field errors, deep nesting, huge numbers
+            raise SnapshotError(
+                f"{self.path}: not a valid snapshot: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
         if snapshot.issuer != self.issuer:
             raise SnapshotError(f"{self.path}: is the snapshot of issuer {snapshot.issuer!r}")
-        if snapshot.ca_fingerprint != self.ca_fingerprint:
-            log.warning(
-                "%s: made for another CA certificate (SHA-256 %s); not used, replaced at the "
-                "next accepted data",
-                self.path,
-                snapshot.ca_fingerprint,
-            )
+        if snapshot.ca_identity != self.ca_identity:
+            if self._other_ca != snapshot.ca_identity:
+                log.warning(
+                    "%s: made for another CA (identity %s): not used; it is moved aside "
+                    "when this CA's data is first written",
+                    self.path,
+                    snapshot.ca_identity[:16],
+                )
+            self._other_ca = snapshot.ca_identity
             return None
         return snapshot
+
+    def move_aside(self, why: str) -> Path | None:
+        """Rename the snapshot file to ``NAME.json.WHY`` (kept for the operator).
+
+        Returns:
+            The new path, or None when there was no file.
+
+        Raises:
+            OSError: the rename failed.
+        """
+        target = self.path.with_name(f"{self.path.name}.{why}")
+        try:
+            os.replace(self.path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def remove_temporaries(self) -> None:
+        """Remove temporary files a writer killed mid-write left (hold :meth:`lock`)."""
+        for temp in self.state_dir.glob(f".{self.path.name}.*"):
+            with contextlib.suppress(OSError):
+                temp.unlink()
 
     def save(self, snapshot: Snapshot) -> None:
         """Write ``snapshot`` atomically (temporary file, fsync, rename, fsync dir).
@@ -421,6 +523,11 @@ class SnapshotStore:
             OSError: the state directory is not writable (nothing is half-written).
         """
         payload = json.dumps(to_json(snapshot), separators=(",", ":")).encode()
+        if self._other_ca is not None:
+            aside = self.move_aside(f"other-ca-{self._other_ca[:16]}")
+            if aside is not None:
+                log.warning("%s: another CA's snapshot moved to %s", self.path, aside)
+            self._other_ca = None
         fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.state_dir)
         try:
             self._own(fd)
@@ -464,8 +571,3 @@ class SnapshotStore:
             yield
         finally:
             os.close(fd)  # closing releases the lock
-
-
-def with_generation(snapshot: Snapshot, generation: int) -> Snapshot:
-    """``snapshot`` renumbered (used when another process got ahead in the meantime)."""
-    return replace(snapshot, generation=generation)

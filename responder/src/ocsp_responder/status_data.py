@@ -3,14 +3,21 @@
 :class:`StatusData` holds the :class:`~ocsp_responder.snapshot.Snapshot` a process
 serves and brings it up to date on each :meth:`StatusData.refresh`:
 
-1. the snapshot file in ``state_dir`` changed and carries a newer generation
+1. reconcile with the snapshot file in ``state_dir``: adopt it when it is newer
    (another process of the service accepted data, or the operator ran
-   ``accept-data``): adopt it (:meth:`StatusData.sync` does this step alone before
-   every answer);
+   ``accept-data``); write this process's own snapshot back, merged with what the
+   file remembers, when the file is missing, damaged or older (a lost or damaged
+   file heals itself and no process drops what another remembers);
 2. the status files changed, or the last read of them failed (a file that could
    not be read is retried at every check, so a ``chmod`` that fixes it is seen):
    read them, validate against the newest snapshot (:func:`~ocsp_responder.snapshot.accept`)
-   and, under the store's lock, persist the result before serving it.
+   and, under the store's lock, persist the result, then serve it. When the lock or
+   the write fails, the newer data is served all the same (it may carry a
+   revocation) and the write is retried at every check.
+
+Before every answer, :meth:`StatusData.sync` adopts a newer snapshot another process
+wrote (one ``stat`` when nothing changed; it never waits for a reload in progress),
+so once any process has answered from new data, every process answers from it.
 
 A file that cannot be read, does not parse, or is rejected never replaces the data
 in service; the error is logged (once per distinct error) with file and line or
@@ -37,13 +44,16 @@ from .snapshot import (
     SnapshotError,
     SnapshotStore,
     accept,
-    with_generation,
+    merged,
 )
 from .sources import FileStamp, SourceData, SourceError, Status, StatusSource
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: The stamp of the snapshot file: (mtime_ns, size, inode), None when absent.
+StoreStamp = tuple[int, int, int] | None
 
 
 def utc_now() -> datetime:
@@ -66,7 +76,8 @@ class StatusData:
 
     Raises:
         SourceError: on construction, when neither the files nor a snapshot give
-            usable data (the message names the file and line, or the state file).
+            usable data, or the snapshot file is damaged (the message names the file
+            and line, or the state file).
     """
 
     def __init__(
@@ -92,9 +103,19 @@ class StatusData:
         self.last_error: str | None = None
         self._failures = metrics.get().issuer(name).reload_failures
         self._files_stamps: tuple[FileStamp | None, ...] | None = None
+        self._read_digest: str | None = None
         self._retry_read = False
-        self._store_stamp = store.stamp()
-        stored = self._load_store()
+        self._persist_pending = False
+        self._peeked: tuple[StoreStamp, Snapshot | None] = (None, None)
+        self._store_stamp: StoreStamp = store.stamp()
+        try:
+            stored = store.load()
+        except SnapshotError as exc:
+            raise SourceError(
+                store.path,
+                f"{str(exc).split(': ', 1)[-1]}; if it cannot be restored, check the status "
+                "files and run `ocsp-responder accept-data` (it moves the damaged file aside)",
+            ) from exc
         self._current: Snapshot
         stamps = source.stamps()
         try:
@@ -108,9 +129,11 @@ class StatusData:
         else:
             self._current = candidate
             self._files_stamps = stamps
-            if candidate is not stored:
-                self._commit(candidate)
-        self._store_stamp = store.stamp()
+            self._read_digest = data.digest
+            if persist and candidate is not stored:
+                self._persist(candidate)
+        if persist:
+            self._remove_temporaries()
 
     # ------------------------------------------------------------ serving
 
@@ -119,29 +142,51 @@ class StatusData:
         """The snapshot in service (replaced by reference: readers see all-old or all-new)."""
         return self._current
 
-    def lookup(self, serial: int) -> Status:
-        """The status of ``serial``: the table, remembered revocations, or the default."""
-        return self._current.served.get(serial, self.source.default)
+    def lookup(self, serial: int, snapshot: Snapshot | None = None) -> Status:
+        """The status of ``serial`` in ``snapshot`` (default: the one in service).
 
-    def sync(self) -> None:
-        """Adopt a newer snapshot another process has accepted, before answering.
-
-        One ``stat`` of the snapshot file per call. A process persists accepted data
-        before it serves it, so once any process has answered from new data (say, a
-        revocation), every other process answers from it too, from its next request
-        on, not only from its next reload check.
+        Returns:
+            The table's status, a remembered revocation, or the source's default.
         """
-        if self.store.stamp() != self._store_stamp:
-            with self._lock:
-                self._adopt_store()
+        return (snapshot or self._current).served.get(serial, self.source.default)
+
+    def sync(self) -> Snapshot:
+        """The snapshot to answer from: the one in service, or a newer one a peer wrote.
+
+        One ``stat`` of the snapshot file when nothing changed. A newer snapshot is
+        read without waiting for a reload in progress in this process, and adopted
+        when the process is not busy reloading. Every process writes accepted data
+        before it serves it (or keeps retrying the write while it cannot), so once
+        any process has answered from new data (say, a revocation), every other
+        process answers from it from its next request on.
+        """
+        current = self._current
+        stamp = self.store.stamp()
+        if stamp == self._store_stamp:
+            return current
+        if stamp == self._peeked[0]:
+            peeked = self._peeked[1]  # read already: answer from it until adopted
+            return peeked if peeked is not None and peeked.order > current.order else current
+        stored = self._load_quietly()
+        self._peeked = (stamp, stored)
+        if stored is None or stored.order <= current.order:
+            return current
+        if self._lock.acquire(blocking=False):
+            try:
+                if stored.order > self._current.order:
+                    self._adopt(stored, stamp)
+            finally:
+                self._lock.release()
+        return stored
 
     def __len__(self) -> int:
         """Number of serial numbers in the data in service."""
         return len(self._current.served)
 
-    def expires_at(self) -> datetime:
-        """The time up to which this data is vouched for: its expiry plus the grace."""
-        return self._current.expires_at(self.max_data_age) + self.grace
+    def expires_at(self, snapshot: Snapshot | None = None) -> datetime:
+        """Up to when ``snapshot`` (default: the one in service) is vouched for: its
+        expiry plus the grace."""
+        return (snapshot or self._current).expires_at(self.max_data_age) + self.grace
 
     def describe(self) -> str:
         """One line: source, serial count, generation, expiry."""
@@ -149,19 +194,19 @@ class StatusData:
         return (
             f"source {self.source.describe()} ({len(snap.served)} serials, generation "
             f"{snap.generation}{', set by accept-data' if snap.override else ''}); "
-            f"data expires {self.expires_at().isoformat()}"
+            f"data expires {self.expires_at(snap).isoformat()}"
         )
 
     # ------------------------------------------------------------ refreshing
 
     def refresh(self) -> bool:
-        """One reload check: adopt a newer peer snapshot, then re-read changed files.
+        """One reload check: reconcile with the snapshot file, then re-read changed files.
 
         Returns:
             True if the data in service changed.
         """
         with self._lock:
-            changed = self._adopt_store()
+            changed = self._reconcile()
             stamps = self.source.stamps()
             if stamps == self._files_stamps and not self._retry_read:
                 return changed
@@ -172,6 +217,7 @@ class StatusData:
                 self._failed(exc, retry=True)
                 return changed
             self._files_stamps = stamps
+            self._read_digest = data.digest
             try:
                 return self._accept(data) or changed
             except DataRejected as exc:
@@ -183,21 +229,23 @@ class StatusData:
         if candidate is self._current:
             self._succeeded()
             return False
-        if self.persist:
-            with self.store.lock():
-                stored = self._load_store_quietly()
-                if stored is not None and stored.generation >= candidate.generation:
-                    # another process got ahead: validate against what it accepted
-                    if stored.generation > self._current.generation:
-                        self._current = stored
+        if self.persist and self.store.stamp() != self._store_stamp:
+            # Another process wrote since this one last looked: go from its snapshot
+            # if it is newer (a peer that took a later file first is no error).
+            stored = self._load_quietly()
+            if stored is not None and stored.order > self._current.order:
+                self._adopt(stored, self.store.stamp())
+                try:
                     candidate = self._validate(stored, data)
-                    if candidate is stored:
-                        self._store_stamp = self.store.stamp()
-                        self._succeeded()
-                        return True
-                    candidate = with_generation(candidate, stored.generation + 1)
-                self._save(candidate)
+                except DataRejected:
+                    self._succeeded()
+                    return True  # the peer already serves newer data than this read
+                if candidate is stored:
+                    self._succeeded()
+                    return True
         self._current = candidate
+        if self.persist:
+            self._persist(candidate)
         self._succeeded()
         log.info(
             "issuer %s: accepted %s: %d serials, generation %d",
@@ -208,40 +256,67 @@ class StatusData:
         )
         return True
 
-    def _commit(self, candidate: Snapshot) -> None:
-        """Persist the start-up snapshot (under the lock, renumbered past any peer's)."""
-        if not self.persist:
-            return
-        with self.store.lock():
-            stored = self._load_store_quietly()
-            if stored is not None and stored.generation >= candidate.generation:
-                candidate = with_generation(candidate, stored.generation + 1)
-            self._save(candidate)
-        self._current = candidate
-
-    def _save(self, candidate: Snapshot) -> None:
-        try:
-            self.store.save(candidate)
-        except OSError as exc:
-            # Serve the newer data anyway (it may carry a revocation), but say loudly
-            # that a restarted process would not see it.
-            log.error(
-                "issuer %s: cannot write %s: %s; this data is served but not kept",
-                self.name,
-                self.store.path,
-                exc.strerror or exc,
-            )
-        self._store_stamp = self.store.stamp()
-
-    def _adopt_store(self) -> bool:
+    def _reconcile(self) -> bool:
+        """Adopt a newer snapshot file; write ours back over a missing, damaged or
+        older one (or one we could not write before). Returns True when adopted."""
         stamp = self.store.stamp()
-        if stamp == self._store_stamp:
+        if stamp == self._store_stamp and not self._persist_pending:
             return False
-        stored = self._load_store_quietly()
+        stored = self._load_quietly()
+        if stored is not None and stored.order > self._current.order:
+            self._adopt(stored, stamp)
+            return True
         self._store_stamp = stamp
-        if stored is None or stored.generation <= self._current.generation:
-            return False
+        if self.persist and (
+            self._persist_pending or stored is None or stored.order < self._current.order
+        ):
+            self._persist(self._current)
+        return False
+
+    def _persist(self, candidate: Snapshot) -> None:
+        """Write ``candidate`` under the lock, numbered past (and merged with) the file.
+
+        On success the written snapshot is the one in service. When the lock or the
+        write fails, ``candidate`` stays in service and the write is retried at
+        every check (logged once).
+        """
+        try:
+            with self.store.lock():
+                stored = self._load_quietly()
+                if stored is not None and stored.order > candidate.order:
+                    # a peer (or accept-data) got ahead while we were not looking
+                    self._adopt(stored, self.store.stamp())
+                    self._persist_pending = False
+                    return
+                written = merged(candidate, stored) if stored is not None else candidate
+                self.store.save(written)
+                self._current = written
+                self._store_stamp = self.store.stamp()
+        except OSError as exc:
+            self._persist_pending = True
+            self._log_once(
+                f"issuer {self.name}: cannot write {self.store.path}: "
+                f"{exc.strerror or exc}; this data is served but not yet kept (retrying)"
+            )
+            return
+        if self._persist_pending:
+            log.info("issuer %s: %s written again", self.name, self.store.path)
+        self._persist_pending = False
+
+    def _remove_temporaries(self) -> None:
+        """Remove what a writer killed mid-write left (best effort, under the lock)."""
+        try:
+            with self.store.lock():
+                self.store.remove_temporaries()
+        except OSError:
+            pass  # _persist reports an unwritable state_dir
+
+    def _adopt(self, stored: Snapshot, stamp: StoreStamp) -> None:
+        """Serve ``stored`` (newer than ours); re-read the files unless it holds them."""
         self._current = stored
+        self._store_stamp = stamp
+        if stored.digest != self._read_digest:
+            self._files_stamps = None  # validate the files against the adopted data
         log.info(
             "issuer %s: adopted snapshot generation %d from %s%s",
             self.name,
@@ -249,15 +324,8 @@ class StatusData:
             self.store.path,
             " (set by accept-data)" if stored.override else "",
         )
-        return True
 
-    def _load_store(self) -> Snapshot | None:
-        try:
-            return self.store.load()
-        except SnapshotError as exc:
-            raise SourceError(self.store.path, str(exc).split(": ", 1)[-1]) from exc
-
-    def _load_store_quietly(self) -> Snapshot | None:
+    def _load_quietly(self) -> Snapshot | None:
         try:
             return self.store.load()
         except SnapshotError as exc:
@@ -269,7 +337,7 @@ class StatusData:
             previous,
             data,
             issuer=self.name,
-            ca_fingerprint=self.store.ca_fingerprint,
+            ca_identity=self.store.ca_identity,
             now=self.clock(),
             paths=self.source.paths,
         )
@@ -312,14 +380,22 @@ class DataWatcher:
         self.interval = interval
         self._pid: int | None = None
         self._start_lock = threading.Lock()
+        self._logged: dict[str, str] = {}
 
     def check_now(self) -> None:
-        """Check every issuer once, in this thread."""
+        """Check every issuer once, in this thread.
+
+        An unexpected exception is logged (type and message, once per distinct
+        cause, no traceback) and the next check runs as usual.
+        """
         for item in self.data:
             try:
                 item.refresh()
-            except Exception:
-                log.exception("reload check of issuer %s failed", item.name)
+            except Exception as exc:
+                cause = f"reload check of issuer {item.name} failed: {type(exc).__name__}: {exc}"
+                if self._logged.get(item.name) != cause:
+                    log.error("%s", cause[:500])
+                    self._logged[item.name] = cause
 
     def ensure_running(self) -> None:
         """Start the thread in this process if it is not running here yet.

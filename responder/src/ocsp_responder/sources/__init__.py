@@ -101,15 +101,15 @@ class SourceData:
         kind: the source kind (``index`` or ``crl``).
         table: serial number -> status for every serial the files mention.
         digest: SHA-256 (hex) over the files' contents, in order.
-        confirmed_at: for ``index``: when the data was last confirmed current (the
-            file's mtime, never later than the time of reading); None for ``crl``.
+        mtime: for ``index``: the file's mtime, whole seconds (whoever publishes the
+            file confirms it current by rewriting or touching it); None for ``crl``.
         crls: for ``crl``: one :class:`CRLInfo` per file, in configuration order.
     """
 
     kind: str
     table: dict[int, Status]
     digest: str
-    confirmed_at: datetime | None = None
+    mtime: datetime | None = None
     crls: tuple[CRLInfo, ...] = ()
 
 
@@ -174,7 +174,7 @@ class StatusSource:
         """Read every file of this source.
 
         Args:
-            now: the time of reading (aware UTC); caps ``confirmed_at``.
+            now: the time of reading (aware UTC).
 
         Returns:
             The :class:`SourceData`.

@@ -41,6 +41,7 @@ REASON in index.txt          revocationReason (RFC 5280 CRLReason)
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,6 +75,8 @@ REASONS: dict[str, x509.ReasonFlags] = {
 #: Reason forms whose third field is required.
 _NEEDS_EXTRA = {"holdinstruction", "keytime", "cakeytime"}
 _GOOD_ROWS = {"V", "E"}
+#: The form of an index.txt time: UTCTime or GeneralizedTime, seconds, "Z".
+_TIME_FORM = re.compile(r"(?:\d{2})?\d{12}Z")
 
 
 def parse_openssl_time(text: str) -> datetime:
@@ -165,7 +168,8 @@ def _parse_row(line: str) -> tuple[int, Status]:
     if len(fields) != 6:
         raise ValueError(f"expected 6 tab-separated fields, found {len(fields)}")
     row, expiry, revocation, serial_hex = fields[:4]
-    parse_openssl_time(expiry)
+    if not _TIME_FORM.fullmatch(expiry):  # checked, not parsed: it is not used
+        raise ValueError(f"bad time {expiry!r} (want YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ)")
     try:
         serial = int(serial_hex, 16)
     except ValueError:
@@ -211,5 +215,5 @@ class IndexSource(StatusSource):
             kind=self.kind,
             table=parse_index(data, path),
             digest=digest_of([data]),
-            confirmed_at=min(mtime, now),
+            mtime=mtime,
         )
