@@ -141,6 +141,13 @@ def crl_serials(crl: Path) -> set[int]:
     return {int(m, 16) for m in re.findall(r"Serial Number: ([0-9A-Fa-f]+)", text)}
 
 
+def certificate_subject(cert: Path) -> str:
+    """The subject of the PEM certificate ``cert`` in openssl's ``/O=.../CN=...`` form (the
+    form ``-subj`` takes), asked of ``openssl x509 -nameopt compat``."""
+    text = openssl("x509", "-in", cert, "-noout", "-subject", "-nameopt", "compat")
+    return text.strip().split("=", 1)[1]
+
+
 def ocsp_hashes(cert: Path) -> dict[str, str]:
     """``openssl x509 -ocspid``: SHA-1 of the subject name (``Subject``) and of the
     public key (``Public key``), lower-case hex: a CertID's issuer hashes, a byKey ResponderID."""
@@ -326,6 +333,17 @@ class CertificateAuthority:
         return self.chain[-1] if self.chain else self.cert
 
 
+def renew_ca_certificate(
+    ca: CertificateAuthority, parent: CertificateAuthority, out: Path, days: int = 1825
+) -> Path:
+    """Renew ``ca``'s certificate: ``parent`` issues a new one (``openssl ca``, a new serial
+    and validity) for the same subject and the same key, as a CA renewal does; ``ca``'s
+    own files are not changed. Returns ``out``."""
+    return parent.sign(
+        ca.key, certificate_subject(ca.cert), out, extensions="v3_intermediate_ca", days=days
+    )
+
+
 # ---------------------------------------------------------------- index.txt
 
 #: How ``openssl ca`` spells a reason in index.txt -> the RFC 5280 CRLReason an
@@ -393,6 +411,20 @@ def index_with_row_released(text: str, serial: int) -> str:
     """index.txt ``text`` with the R row of ``serial`` made V again (the revocation field
     emptied), the hand edit an operator makes to release a certificateHold."""
     return _edit_row(text, serial, "release")
+
+
+def index_with_row_reason(text: str, serial: int, reason: str) -> str:
+    """index.txt ``text`` with the R row of ``serial`` given revocation reason ``reason``
+    (its revocation time kept: ``TIME,REASON``), e.g. a revocation rewritten by hand to
+    ``certificateHold``."""
+    lines = text.splitlines(keepends=True)
+    found = [n for n, line in enumerate(lines) if int(line.split("\t")[3], 16) == serial]
+    assert len(found) == 1, f"serial {serial:X} is in {len(found)} rows of:\n{text}"
+    fields = lines[found[0]].split("\t")
+    assert fields[0] == "R", lines[found[0]]
+    fields[2] = f"{fields[2].partition(',')[0]},{reason}"
+    lines[found[0]] = "\t".join(fields)
+    return "".join(lines)
 
 
 def expected_ocsp_reason(index_reason: str | None) -> str | None:
