@@ -214,6 +214,8 @@ def write_nginx(repo: Path, prefix: Path, listen_port: int, upstream: str) -> Pa
         "ocsp_responder_nginx_timeout",
         "ocsp_responder_nginx_connect_timeout",
         "ocsp_responder_nginx_default_server",
+        "ocsp_responder_nginx_log_client_address",
+        "ocsp_responder_monitoring_allow",
     ]
     variables = {name: defaults[name] for name in names}
     variables.update(

@@ -10,18 +10,27 @@ binary runs it as a child process in front of a ``live_issuer`` responder.
 * Cache key: the key holds the POST body; a body up to client_max_body_size
   (and a request URI up to what nginx accepts) must fit nginx's key buffer
   (proxy_buffer_size), or nginx logs an error on every such request.
+* Monitoring: /-/ paths reach the responder only from ocsp_responder_monitoring_allow
+  (others get 403) and are never cached.
+* Client address privacy: the access log shows the address as
+  ocsp_responder_nginx_log_client_address says (truncated: IPv4 /24, IPv6 /48).
 """
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pytest
@@ -34,6 +43,7 @@ from responder_process import (
     get_path,
     http_call,
     post_ocsp,
+    raw_status_line,
 )
 from scenario import LiveIssuer
 
@@ -73,7 +83,19 @@ http {{
 """
 
 
-def render_site(listen_port: int, upstream: str, prefix: Path) -> str:
+#: the role's defaults (ocsp_responder_monitoring_allow, ocsp_responder_nginx_log_client_address)
+MONITORING_ALLOW = ["127.0.0.1", "::1"]
+LOG_CLIENT_ADDRESS = "truncated"
+
+
+def render_site(
+    listen_port: int,
+    upstream: str,
+    prefix: Path,
+    *,
+    monitoring_allow: list[str] | None = None,
+    log_client_address: str = LOG_CLIENT_ADDRESS,
+) -> str:
     """templates/nginx.conf.j2 rendered with plain Jinja2 for a loopback nginx."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(REPO)),
@@ -96,6 +118,10 @@ def render_site(listen_port: int, upstream: str, prefix: Path) -> str:
         ocsp_responder_nginx_timeout=5,
         ocsp_responder_nginx_connect_timeout=2,
         ocsp_responder_nginx_access_log=str(prefix / "ocsp-access.log"),
+        ocsp_responder_nginx_log_client_address=log_client_address,
+        ocsp_responder_monitoring_allow=(
+            MONITORING_ALLOW if monitoring_allow is None else monitoring_allow
+        ),
     )
 
 
@@ -125,12 +151,23 @@ class Nginx:
                 self.process.wait()
 
 
-def start_nginx(prefix: Path, upstream_port: int) -> Nginx:
-    """Render the site and a main config under ``prefix``, start nginx, wait for its port."""
+def start_nginx(prefix: Path, upstream_port: int, **site: Any) -> Nginx:
+    """Render the site and a main config under ``prefix``, start nginx, wait for its port.
+
+    ``site``: keyword arguments of :func:`render_site` (monitoring_allow, log_client_address).
+    """
     for sub in ("cache", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     port = free_port()
-    (prefix / "site.conf").write_text(render_site(port, f"127.0.0.1:{upstream_port}", prefix))
+    (prefix / "site.conf").write_text(
+        render_site(port, f"127.0.0.1:{upstream_port}", prefix, **site)
+    )
+    return run_nginx(prefix, port)
+
+
+def run_nginx(prefix: Path, port: int) -> Nginx:
+    """Start nginx on ``prefix/site.conf`` (inside MAIN_CONF) and wait for ``port``."""
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     # As root (CI), workers run as root too: everything lives in root's 0700
     # tmp_path. As another user, nginx would ignore `user` with a warning.
     user = "user root root;" if os.geteuid() == 0 else ""
@@ -161,12 +198,14 @@ def start_nginx(prefix: Path, upstream_port: int) -> Nginx:
 
 
 @pytest.fixture
-def nginx_front(tmp_path: Path) -> Iterator[Callable[[LiveIssuer], Nginx]]:
-    """Factory ``nginx_front(live)``: nginx from the template in front of ``live``'s responder."""
+def nginx_front(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
+    """Factory ``nginx_front(live, **site)``: nginx from the template in front of
+    ``live``'s responder (``live`` may also be a port); ``site`` as for render_site."""
     started: list[Nginx] = []
 
-    def make(live: LiveIssuer) -> Nginx:
-        server = start_nginx(tmp_path / f"nginx-{len(started)}", live.server.port)
+    def make(live: LiveIssuer | int, **site: Any) -> Nginx:
+        port = live if isinstance(live, int) else live.server.port
+        server = start_nginx(tmp_path / f"nginx-{len(started)}", port, **site)
         started.append(server)
         return server
 
@@ -284,19 +323,6 @@ MALFORMED_HTTP: dict[str, bytes] = {
 }
 
 
-def raw_status_line(port: int, data: bytes) -> bytes:
-    """Send ``data`` as is on a new connection; return the first line of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        received = b""
-        while b"\r\n" not in received:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            received += chunk
-    return received.split(b"\r\n", 1)[0]
-
-
 @pytest.mark.parametrize("name", sorted(MALFORMED_HTTP))
 def test_malformed_http_gets_a_4xx_not_a_5xx(
     live_issuer: Callable[..., LiveIssuer],
@@ -310,3 +336,190 @@ def test_malformed_http_gets_a_4xx_not_a_5xx(
     parts = line.split(b" ")
     assert len(parts) >= 2 and parts[0].startswith(b"HTTP/1."), line
     assert parts[1].startswith(b"4"), f"{name}: nginx answered {line!r}"
+
+
+# --- the monitoring endpoints (/-/) and the access log -----------------------
+
+
+class CountingUpstream:
+    """A stand-in responder: answers every request with a running count and headers
+    that would let nginx cache the answer for 10 minutes; remembers the paths asked."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                upstream.paths.append(self.path)
+                body = f"{len(upstream.paths)}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Cache-Control", "public, max-age=600")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def counting_upstream() -> Iterator[CountingUpstream]:
+    upstream = CountingUpstream()
+    yield upstream
+    upstream.close()
+
+
+def access_log_lines(front: Nginx) -> list[str]:
+    """The site's access log, after stopping nginx (which flushes its 64 KiB buffer)."""
+    front.stop()
+    log = front.prefix / "ocsp-access.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_monitoring_paths_are_never_cached(
+    counting_upstream: CountingUpstream, nginx_front: Callable[..., Nginx]
+) -> None:
+    """From an allowed address every /-/ request reaches the responder, even when
+    its answer says it may be cached; the same answer on an OCSP path is cached."""
+    front = nginx_front(counting_upstream.port)
+    answers = [http_call(front.port, "GET", path) for path in ["/-/metrics"] * 3 + ["/-/health"]]
+    assert [a.status for a in answers] == [200] * 4, [a.describe() for a in answers]
+    assert [a.body for a in answers] == [b"1\n", b"2\n", b"3\n", b"4\n"], "served from a cache"
+    assert all("X-Cache-Status" not in a.headers for a in answers), answers[-1].describe()
+    assert counting_upstream.paths == ["/-/metrics"] * 3 + ["/-/health"]
+    # The control: these headers do make nginx cache an OCSP GET.
+    first, second = (http_call(front.port, "GET", "/MEkwRzBF") for _ in range(2))
+    assert (first.headers.get("X-Cache-Status"), second.headers.get("X-Cache-Status")) == (
+        "MISS",
+        "HIT",
+    ), second.describe()
+    # Allowed monitoring requests are not logged; OCSP requests are.
+    lines = access_log_lines(front)
+    assert [line for line in lines if "/-/" in line] == [], lines
+    assert len([line for line in lines if "/MEkwRzBF" in line]) == 2, lines
+
+
+def test_monitoring_endpoints_of_the_responder_through_nginx(
+    live_issuer: Callable[..., LiveIssuer], nginx_front: Callable[..., Nginx]
+) -> None:
+    live = live_issuer()
+    front = nginx_front(live)
+    for _ in range(2):
+        answer = http_call(front.port, "GET", "/-/health")
+        assert answer.status != 403, describe(answer, front)
+        assert "X-Cache-Status" not in answer.headers, describe(answer, front)
+        assert answer.status == 200, describe(answer, front)
+        assert json.loads(answer.body)["status"] == "ok", describe(answer, front)
+        assert "no-store" in (answer.headers.get("Cache-Control") or ""), describe(answer, front)
+    metrics = http_call(front.port, "GET", "/-/metrics")
+    assert metrics.status == 200, describe(metrics, front)
+    assert b"ocsp_responder_issuer_up" in metrics.body, describe(metrics, front)
+
+
+def test_monitoring_refused_outside_the_allow_list(
+    live_issuer: Callable[..., LiveIssuer], nginx_front: Callable[..., Nginx], tmp_path: Path
+) -> None:
+    live = live_issuer()
+    front = nginx_front(live, monitoring_allow=["192.0.2.1", "2001:db8::/32"])
+    for method, path in [
+        ("GET", "/-/health"),
+        ("GET", "/-/health?brief"),
+        ("HEAD", "/-/health"),
+        ("GET", "/-/metrics"),
+        ("GET", "/-/other"),
+    ]:
+        answer = http_call(front.port, method, path)
+        assert answer.status == 403, f"{method} {path}: {describe(answer, front)}"
+    # OCSP itself is for everyone.
+    der = make_request(tmp_path / "a.der", live.issuing.ca.cert, [live.issuing.leaves["a"].cert])
+    ocsp_answer = http_call(front.port, "GET", get_path(der))
+    assert ocsp_answer.status == 200, describe(ocsp_answer, front)
+    assert ocsp_answer.ocsp().certificate_status == ocsp.OCSPCertStatus.GOOD
+    # Refused requests are logged (with the truncated address), and never in
+    # nginx's error log, which would name the client in full.
+    lines = access_log_lines(front)
+    refused = [line for line in lines if "/-/" in line]
+    assert len(refused) == 5, lines
+    assert all(line.startswith("127.0.0.0 - ") and '" 403 ' in line for line in refused), lines
+    assert "127.0.0.1" not in front.error_log_text(), front.error_log_text()
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"), [("truncated", "127.0.0.0"), ("full", "127.0.0.1"), ("none", "-")]
+)
+def test_access_log_client_address(
+    counting_upstream: CountingUpstream,
+    nginx_front: Callable[..., Nginx],
+    mode: str,
+    shown: str,
+) -> None:
+    front = nginx_front(counting_upstream.port, log_client_address=mode)
+    assert http_call(front.port, "GET", "/MEkwRzBF").status == 200
+    lines = access_log_lines(front)
+    assert len(lines) == 1, lines
+    assert lines[0].split(" ", 1)[0] == shown, lines[0]
+    assert "127.0.0.1" not in lines[0] or mode == "full", lines[0]
+
+
+#: client address -> what the access log shows with log_client_address "truncated"
+TRUNCATED = {
+    "10.88.0.7": "10.88.0.0",
+    "10.88.0.0": "10.88.0.0",
+    "192.0.2.255": "192.0.2.0",
+    "8.8.8.8": "8.8.8.0",
+    "2001:db8:7:1::5": "2001:db8:7::",
+    "2001:db8:7::": "2001:db8:7::",
+    "2001:db8::1": "2001:db8::",
+    "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff": "2001:db8:ffff::",
+    "1:2:3:4:5:6:7:8": "1:2:3::",
+    "2001::7:1": "2001::",
+    "fe80::1": "fe80::",
+    "::1": "::",
+    "::": "::",
+    "::ffff:10.1.2.3": "::ffff:10.1.2.0",
+    "64:ff9b::10.1.2.3": "64:ff9b::",
+    "unix:": "-",
+}
+
+
+def test_truncation_of_client_addresses(tmp_path: Path) -> None:
+    """The template's own map, fed from a request header instead of $remote_addr
+    (a test cannot choose its source address), answers what the log would show."""
+    site = render_site(free_port(), "127.0.0.1:9", tmp_path)
+    block = re.search(
+        r"^map \$remote_addr \$ocsp_responder_log_client \{\n.*?^\}\n", site, re.M | re.S
+    )
+    assert block, site
+    port = free_port()
+    prefix = tmp_path / "map"
+    prefix.mkdir()
+    (prefix / "site.conf").write_text(
+        block.group(0).replace("$remote_addr", "$http_x_client", 1)
+        + f"server {{\n    listen 127.0.0.1:{port};\n    access_log off;\n"
+        "    location / {\n        default_type text/plain;\n"
+        '        return 200 "$ocsp_responder_log_client\\n";\n    }\n}\n'
+    )
+    front = run_nginx(prefix, port)
+    try:
+        shown = {
+            address: http_call(port, "GET", "/", headers={"X-Client": address})
+            .body.decode()
+            .strip()
+            for address in TRUNCATED
+        }
+    finally:
+        front.stop()
+    assert shown == TRUNCATED
