@@ -5,7 +5,8 @@ against the responder through nginx, the way a relying party would. Nothing
 here decides what the answer should be; the expected statuses come from the
 CA's own database (index.txt or the revocations file behind its CRL), which
 `openssl ca` maintains. `publish_revocation_data` runs the operator's publish
-command against the scenario; `unit_pids` lists a unit's processes.
+command against the scenario (`run_site` any site.yml run); `unit_pids` lists a
+unit's processes.
 """
 
 from __future__ import annotations
@@ -436,29 +437,68 @@ def parse_headers(text: str) -> dict[str, str]:
     return headers
 
 
+def run_site(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the operator's `ansible-playbook -i INVENTORY playbooks/site.yml ARGS...`
+    against the scenario's instances; return the finished process (any exit code).
+
+    Task results are printed as JSON (one line per value, never folded), so
+    that tests can search the messages.
+    """
+    project = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    argv = [
+        _ansible_bin("ansible-playbook"),
+        "-i",
+        str(inventory),
+        str(project / "playbooks" / "site.yml"),
+        *args,
+    ]
+    env = dict(os.environ, ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, check=False, env=env
+    )
+
+
+def inventory_host_vars(host: str) -> dict[str, Any]:
+    """The variables of an inventory host of the scenario (`ansible-inventory --host`)."""
+    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+    proc = subprocess.run(
+        [_ansible_bin("ansible-inventory"), "-i", str(inventory), "--host", host],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
+def _ansible_bin(name: str) -> str:
+    """An Ansible command from the venv running the tests, else from PATH."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
 def publish_revocation_data() -> str:
     """Run site.yml with --tags revocation_data against the scenario's inventory.
 
     Returns its stdout (the play recap included); fails when it fails.
     """
-    project = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
-    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
-    argv = [
-        str(playbook_bin) if playbook_bin.exists() else "ansible-playbook",
-        "-i",
-        str(inventory),
-        str(project / "playbooks" / "site.yml"),
-        "--tags",
-        "revocation_data",
-    ]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, check=False
-    )
+    proc = run_site("--tags", "revocation_data")
     assert proc.returncode == 0, (
-        f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        f"{' '.join(proc.args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     )
     return proc.stdout
+
+
+def recap_changed(output: str) -> dict[str, int]:
+    """{host: changed=N} from an ansible-playbook PLAY RECAP."""
+    recap = output.rpartition("PLAY RECAP")[2]
+    changed = {
+        host: int(n)
+        for host, n in re.findall(r"^(\S+)\s*:.*\bchanged=(\d+)", recap, re.MULTILINE)
+    }
+    assert changed, f"no PLAY RECAP in:\n{output}"
+    return changed
 
 
 def unit_pids(host: Any, unit: str) -> set[int]:

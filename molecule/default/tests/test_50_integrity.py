@@ -24,7 +24,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ocsp_testlib import CaInstance, publish_revocation_data, wait_for
+from ocsp_testlib import CaInstance, publish_revocation_data, recap_changed, wait_for
 
 UNIT = "ocsp-responder.service"
 CONFIG = "/etc/ocsp-responder/config.toml"
@@ -70,17 +70,6 @@ def snapshot(host: Any, issuer: str) -> dict[str, Any] | None:
     state_dir = responder_config(host)["server"]["state_dir"]
     document = host.file(f"{state_dir}/{issuer}.json")
     return json.loads(document.content_string) if document.exists else None
-
-
-def recap_changed(output: str) -> dict[str, int]:
-    """{host: changed=N} from an ansible-playbook PLAY RECAP."""
-    recap = output.rpartition("PLAY RECAP")[2]
-    changed = {
-        host: int(n)
-        for host, n in re.findall(r"^(\S+)\s*:.*\bchanged=(\d+)", recap, re.MULTILINE)
-    }
-    assert changed, f"no PLAY RECAP in:\n{output}"
-    return changed
 
 
 def main_pid(host: Any) -> int:
