@@ -21,11 +21,13 @@ issuers and the responder must tell them apart by CertID.
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from openssl_ocsp import CertStatus, OcspRun, Trust, make_request, query
-from openssl_pki import CertificateAuthority, Issued
+from openssl_pki import CertificateAuthority, Issued, crl_serials, index_without_row
 from responder_process import HttpAnswer, Responder, post_ocsp, toml_config, wait_for
 
 #: ``openssl ca -revoke`` arguments, one certificate each in ``pki.rsa``.
@@ -254,3 +256,46 @@ class LiveIssuer:
     def try_later(self, label: str) -> bool:
         """``openssl ocsp`` reports ``Responder Error: trylater (3)`` for leaf ``label``."""
         return self.query(label).responder_error == "trylater"
+
+    def publish_crl(self, extra: tuple[str, ...] = ()) -> Path:
+        """``openssl ca -gencrl EXTRA`` to a temp file, renamed over the served CRL."""
+        temp = self.ca.gencrl(self.status_file.with_name("next.crl.pem"), extra=extra)
+        os.replace(temp, self.status_file)
+        return self.status_file
+
+    def answers(self, label: str, count: int = 15, least: float = 1.0) -> Counter[str]:
+        """``count`` queries for leaf ``label``, each on a fresh connection, for at least
+        ``least`` seconds: how often each status came ("no verified status" for others)."""
+        seen: list[str] = []
+        start = time.monotonic()
+        while len(seen) < count or time.monotonic() - start < least:
+            seen.append(self.status(label) or "no verified status")
+        return Counter(seen)
+
+    def wait_streak(self, label: str, expected: str, streak: int = 10) -> None:
+        """Query until ``streak`` answers in a row (fresh connections) are ``expected``:
+        every worker has the data, not just the first to answer."""
+        seen: list[str] = []
+
+        def steady() -> bool:
+            seen.append(self.status(label))
+            return seen[-streak:] == [expected] * streak
+
+        assert wait_for(steady), f"leaf {label}: last answers {seen[-streak:]}"
+
+    def revoke_then_drop_from_crl(self) -> None:
+        """CRL source: revoke leaf a (keyCompromise) and publish; then a newer CRL that no
+        longer lists a (its row removed from the CA's database, as a CA drops an expired
+        certificate) but revokes b (superseded). Asserts b revoked, a still revoked."""
+        leaves = self.issuing.leaves
+        self.ca.revoke(leaves["a"].cert, "-crl_reason", "keyCompromise")
+        self.publish_crl()
+        assert self.wait_status("a", "revoked") == "revoked"
+
+        dropped = index_without_row(self.ca.index.read_text(), leaves["a"].serial)
+        replace_file(self.ca.index, dropped.encode())
+        self.ca.revoke(leaves["b"].cert, "-crl_reason", "superseded")
+        self.publish_crl()
+        assert crl_serials(self.status_file) == {leaves["b"].serial}
+        assert self.wait_status("b", "revoked") == "revoked"  # the newer CRL is in service
+        assert self.status("a") == "revoked"

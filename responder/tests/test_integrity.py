@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +37,6 @@ from openssl_pki import (
     crl_next_update,
     crl_serials,
     index_with_row_released,
-    index_without_row,
 )
 from responder_process import (
     Responder,
@@ -53,13 +51,6 @@ from scenario import LiveIssuer, replace_file
 DAY = timedelta(days=1)
 
 # ---------------------------------------------------------------- helpers
-
-
-def publish_crl(live: LiveIssuer, extra: tuple[str, ...] = ()) -> Path:
-    """``openssl ca -gencrl EXTRA`` to a temp file, renamed over the served CRL."""
-    temp = live.ca.gencrl(live.status_file.with_name("next.crl.pem"), extra=extra)
-    os.replace(temp, live.status_file)
-    return live.status_file
 
 
 def wait_rejected(live: LiveIssuer, after: int, label: str, expected: str, *needles: str) -> None:
@@ -88,23 +79,8 @@ def wait_rejected(live: LiveIssuer, after: int, label: str, expected: str, *need
 def assert_always(live: LiveIssuer, label: str, expected: str, count: int = 30) -> None:
     """``count`` queries, each on a fresh connection (so every worker answers some) and
     for at least 1.5 s (so a worker still booting gets its share): all ``expected``."""
-    answers: list[str] = []
-    start = time.monotonic()
-    while len(answers) < count or time.monotonic() - start < 1.5:
-        answers.append(live.status(label) or "no verified status")
-    assert set(answers) == {expected}, f"leaf {label} answered {dict(Counter(answers))}"
-
-
-def wait_streak(live: LiveIssuer, label: str, expected: str, streak: int = 10) -> None:
-    """Query until ``streak`` answers in a row (fresh connections) are ``expected``: every
-    worker has reloaded, not just the first to answer."""
-    answers: list[str] = []
-
-    def steady() -> bool:
-        answers.append(live.status(label))
-        return answers[-streak:] == [expected] * streak
-
-    assert wait_for(steady), f"leaf {label}: last answers {answers[-streak:]}"
+    found = live.answers(label, count, least=1.5)
+    assert set(found) == {expected}, f"leaf {label} answered {dict(found)}"
 
 
 def assert_try_later_now(live: LiveIssuer, label: str) -> None:
@@ -143,7 +119,7 @@ def _revoked_then_broken(live_issuer: Callable[..., LiveIssuer], how: str) -> Li
     live = live_issuer(published=True, workers=2)
     live.ca.revoke(live.issuing.leaves["a"].cert, "-crl_reason", "keyCompromise")
     live.publish()
-    wait_streak(live, "a", "revoked")  # both workers have it
+    live.wait_streak("a", "revoked")  # both workers have it
 
     offset = live.server.log_offset()
     BREAKS[how](live.status_file)
@@ -201,7 +177,7 @@ def test_defect2_older_crl_number_is_rejected(live_issuer: Callable[..., LiveIss
     live = live_issuer(source="crl")
     first = live.status_file.read_bytes()
     live.ca.revoke(live.issuing.leaves["a"].cert, "-crl_reason", "keyCompromise")
-    publish_crl(live)
+    live.publish_crl()
     assert live.wait_status("a", "revoked") == "revoked"
 
     offset = live.server.log_offset()
@@ -216,12 +192,12 @@ def test_defect2_crl_with_earlier_this_update_is_rejected(
     ca -crl_lastupdate``) is rejected: what it adds (b revoked) does not apply."""
     live = live_issuer(source="crl")
     live.ca.revoke(live.issuing.leaves["a"].cert, "-crl_reason", "keyCompromise")
-    publish_crl(live)
+    live.publish_crl()
     assert live.wait_status("a", "revoked") == "revoked"
 
     live.ca.revoke(live.issuing.leaves["b"].cert, "-crl_reason", "superseded")
     offset = live.server.log_offset()
-    publish_crl(live, ("-crl_lastupdate", asn1_time(datetime.now(UTC) - timedelta(hours=1))))
+    live.publish_crl(("-crl_lastupdate", asn1_time(datetime.now(UTC) - timedelta(hours=1))))
     wait_rejected(live, offset, "b", "good", str(live.status_file))
     assert live.status("a") == "revoked"
 
@@ -275,12 +251,12 @@ def test_defect2_hold_dropped_from_crl_answers_good(
     live = live_issuer(source="crl")
     hold = live.issuing.leaves["b"]
     live.ca.revoke(hold.cert, "-crl_reason", "certificateHold")
-    publish_crl(live)
+    live.publish_crl()
     assert live.wait_status("b", "revoked") == "revoked"
 
     released = index_with_row_released(live.ca.index.read_text(), hold.serial)
     replace_file(live.ca.index, released.encode())
-    publish_crl(live)
+    live.publish_crl()
     assert hold.serial not in crl_serials(live.status_file)
     assert live.wait_status("b", "good") == "good"
 
@@ -292,18 +268,7 @@ def test_defect2_crl_dropping_an_entry_keeps_it_revoked(
     database) but adds b: accepted (b revoked), and a stays revoked, also after a
     restart (remembered with the snapshot)."""
     live = live_issuer(source="crl")
-    leaves = live.issuing.leaves
-    live.ca.revoke(leaves["a"].cert, "-crl_reason", "keyCompromise")
-    publish_crl(live)
-    assert live.wait_status("a", "revoked") == "revoked"
-
-    dropped = index_without_row(live.ca.index.read_text(), leaves["a"].serial)
-    replace_file(live.ca.index, dropped.encode())
-    live.ca.revoke(leaves["b"].cert, "-crl_reason", "superseded")
-    publish_crl(live)
-    assert crl_serials(live.status_file) == {leaves["b"].serial}
-    assert live.wait_status("b", "revoked") == "revoked"
-    assert live.status("a") == "revoked"
+    live.revoke_then_drop_from_crl()
 
     live.server.restart()
     assert live.status("a") == "revoked"
@@ -417,7 +382,7 @@ def test_defect4_expired_crl_answers_try_later(
     assert_try_later_now(second, "a")
     check_config_refuses(live)
 
-    publish_crl(live)
+    live.publish_crl()
     assert live.wait_status("a", "good") == "good"
     assert second.wait_status("a", "good") == "good"
     assert check_config(live.server.config).returncode == 0
@@ -430,7 +395,7 @@ def test_defect4_next_update_within_crl_next_update(
     response_validity is 1 day."""
     live = live_issuer(source="crl")
     live.ca.revoke(live.issuing.leaves["c"].cert, "-crl_reason", "superseded")
-    expiry = crl_next_update(publish_crl(live, ("-crlhours", "1")))
+    expiry = crl_next_update(live.publish_crl(("-crlhours", "1")))
     assert live.wait_status("c", "revoked") == "revoked"  # the 1-hour CRL is in service
     for nonce in (False, True):
         answer = live.answer("a", nonce=nonce)

@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,33 +77,6 @@ def lists_revoked(path: Path, serial: int, *keys: str) -> bool:
     """The snapshot file at ``path`` is valid JSON and lists ``serial`` revoked in every
     one of ``keys`` (``table``, ``remembered``)."""
     return all((snapshot_entries(path, key) or {}).get(f"{serial:X}") == "revoked" for key in keys)
-
-
-def publish_crl(live: LiveIssuer) -> None:
-    """``openssl ca -gencrl`` to a temp file, renamed over the served CRL."""
-    temp = live.ca.gencrl(live.status_file.with_name("next.crl.pem"))
-    os.replace(temp, live.status_file)
-
-
-def answers(live: LiveIssuer, label: str, count: int = 15, least: float = 1.0) -> Counter[str]:
-    """``count`` queries for leaf ``label``, each on a fresh connection, for at least
-    ``least`` seconds: how often each status came ("no verified status" for others)."""
-    seen: list[str] = []
-    start = time.monotonic()
-    while len(seen) < count or time.monotonic() - start < least:
-        seen.append(live.status(label) or "no verified status")
-    return Counter(seen)
-
-
-def wait_streak(live: LiveIssuer, label: str, expected: str, streak: int = 10) -> None:
-    """Query until ``streak`` answers in a row are ``expected``: every worker has it."""
-    seen: list[str] = []
-
-    def steady() -> bool:
-        seen.append(live.status(label))
-        return seen[-streak:] == [expected] * streak
-
-    assert wait_for(steady), f"leaf {label}: last answers {seen[-streak:]}"
 
 
 def generation(live: LiveIssuer) -> int:
@@ -170,18 +142,7 @@ def test_finding1_renewed_ca_certificate_keeps_remembered_revocations(
     (same subject and key, new serial, issued by the root) and the responder restarted:
     a still answers revoked."""
     live = live_issuer(source="crl")
-    leaves = live.issuing.leaves
-    live.ca.revoke(leaves["a"].cert, "-crl_reason", "keyCompromise")
-    publish_crl(live)
-    assert live.wait_status("a", "revoked") == "revoked"
-
-    dropped = index_without_row(live.ca.index.read_text(), leaves["a"].serial)
-    replace_file(live.ca.index, dropped.encode())
-    live.ca.revoke(leaves["b"].cert, "-crl_reason", "superseded")
-    publish_crl(live)
-    assert crl_serials(live.status_file) == {leaves["b"].serial}
-    assert live.wait_status("b", "revoked") == "revoked"  # the newer CRL is in service
-    assert live.status("a") == "revoked"
+    live.revoke_then_drop_from_crl()
 
     renewed = renew_ca_certificate(live.ca, pki.root, live.ca.dir / "certs" / "renewed.cert.pem")
     assert certificate_serial(renewed) != certificate_serial(live.ca.cert)
@@ -336,27 +297,27 @@ def test_finding4_lost_snapshot_file_is_written_again(
     leaves = live.issuing.leaves
     serial = leaves["a"].serial
     live.ca.revoke(leaves["a"].cert, "-crl_reason", "keyCompromise")
-    publish_crl(live)
-    wait_streak(live, "a", "revoked")
+    live.publish_crl()
+    live.wait_streak("a", "revoked")
     replace_file(live.ca.index, index_without_row(live.ca.index.read_text(), serial).encode())
     live.ca.revoke(leaves["b"].cert, "-crl_reason", "superseded")
-    publish_crl(live)
+    live.publish_crl()
     assert crl_serials(live.status_file) == {leaves["b"].serial}
-    wait_streak(live, "b", "revoked")
+    live.wait_streak("b", "revoked")
     path = snapshot_path(live)
     assert lists_revoked(path, serial, "remembered")
     assert not lists_revoked(path, serial, "table")
 
     offset = live.server.log_offset()
     LOSSES[how](path)
-    seen = answers(live, "a", count=10, least=0.5)
+    seen = live.answers("a", count=10, least=0.5)
     assert set(seen) == {"revoked"}, seen
     assert wait_for(lambda: lists_revoked(path, serial, "remembered"), timeout=5), (
         f"{path} was not written again ({how}):\n" + live.server.log_text()[offset:]
     )
 
     with only_new_worker(live.server):
-        seen = answers(live, "a")
+        seen = live.answers("a")
     assert set(seen) == {"revoked"}, seen
     assert live.status("c") == "good"
     no_traceback(live.server, offset)
@@ -450,7 +411,7 @@ def test_finding7_generation_overflowing_int_does_not_break_answers(
 
     offset = live.server.log_offset()
     replace_file(path, text.encode())
-    seen = answers(live, "a", count=10)
+    seen = live.answers("a", count=10)
     assert set(seen) == {"revoked"}, seen
     raw = live.post("b")
     assert raw.ocsp().response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, raw.describe()
