@@ -388,7 +388,7 @@ def load_issuer(
     """
     now = clock()
     before = len(problems.lines)
-    ca = _load_certificate(cfg.ca_certificate, f"{cfg.key}.ca_certificate", problems)
+    ca = load_ca_certificate(cfg, problems)
     signer = _load_certificate(cfg.signer_certificate, f"{cfg.key}.signer_certificate", problems)
     private = _load_key(cfg, problems)
     if ca is None or signer is None or private is None:
