@@ -1,4 +1,4 @@
-"""Command line: ``ocsp-responder serve | check-config | accept-data``.
+"""Command line: ``ocsp-responder serve | check-config | accept-data | receive``.
 
 ``serve`` runs the WSGI app under an embedded gunicorn arbiter in the foreground
 (one process tree, fit for a systemd ``ExecStart``). Signals are gunicorn's:
@@ -18,6 +18,8 @@ prints one line per issuer with its data expiry and signer notAfter, and fails w
 either has passed. ``accept-data`` is the operator's explicit override for a
 deliberate restore: it makes the issuer's current files the data in service even
 when they are older than what was accepted before (see :mod:`ocsp_responder.snapshot`).
+``receive`` is the forced command of the CA host publisher's SSH key: it validates
+one pushed status file and installs it atomically (:mod:`ocsp_responder.receive`).
 
 Exit codes: 0 on success; 1 for a configuration problem, expired data or signer, or
 data that cannot be accepted (messages name file, key path and problem on stderr);
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import metrics, receive
 from .config import ConfigError, read_config
 from .http import OCSPApp
 from .issuers import load_ca_certificate, status_parts
@@ -296,6 +298,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     accept_cmd.add_argument("--config", required=True, help="TOML configuration file")
     accept_cmd.add_argument("issuer", help="the [[issuer]] name")
+    receive_cmd = commands.add_parser(
+        "receive",
+        help="install a status file pushed by the CA host's publisher (SSH forced command)",
+    )
+    receive_cmd.add_argument("--config", required=True, help="receive.toml")
+    receive_cmd.add_argument(
+        "request",
+        nargs="*",
+        help="ISSUER NAME (default: $SSH_ORIGINAL_COMMAND); the file comes on stdin",
+    )
     args = parser.parse_args(argv)
     if args.command != "serve":
         # only serve shares metrics between processes; the others keep theirs in memory
@@ -304,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "accept-data":
         return accept_data(args.config, args.issuer)
+    if args.command == "receive":
+        command = " ".join(args.request) if args.request else os.environ.get("SSH_ORIGINAL_COMMAND")
+        return receive.main(Path(args.config), command, sys.stdin.buffer)
     if args.workers is not None and not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
     return serve(args.config, args.bind, args.workers)

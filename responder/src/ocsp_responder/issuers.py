@@ -244,14 +244,23 @@ def _read(path: Path, key: str, problems: Problems) -> bytes | None:
         return None
 
 
+def parse_certificate(data: bytes) -> x509.Certificate:
+    """One PEM or DER certificate (the first, for PEM).
+
+    Raises:
+        ValueError: neither a PEM nor a DER certificate.
+    """
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
 def _load_certificate(path: Path, key: str, problems: Problems) -> x509.Certificate | None:
     data = _read(path, key, problems)
     if data is None:
         return None
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
+        return parse_certificate(data)
     except ValueError as exc:
         problems.add(key, f"{path}: not a PEM or DER certificate: {exc}")
         return None
