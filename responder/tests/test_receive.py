@@ -153,6 +153,11 @@ def test_pushed_crl_verified_and_never_older(live_issuer: Callable[..., LiveIssu
     done = receive(config, command, newer)
     assert done.returncode == 0, done.stderr
     assert live.wait_status("a", "revoked") == "revoked"
+    stamp = live.status_file.stat()
+    again = receive(config, command, newer)
+    assert again.returncode == 0 and b"unchanged" in again.stdout, again
+    assert live.status_file.stat().st_ino == stamp.st_ino
+    assert live.status_file.stat().st_mtime_ns == stamp.st_mtime_ns
     rollback = receive(config, command, older)
     assert rollback.returncode == 1 and b"cRLNumber" in rollback.stderr, rollback.stderr
     foreign = receive(config, command, live.issuing.signer.cert.read_bytes())

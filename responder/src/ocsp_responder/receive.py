@@ -18,10 +18,11 @@ the issuer's CA certificate and not past its nextUpdate; and neither older than 
 installed file (rows or revocations lost, a lower cRLNumber, an earlier thisUpdate).
 It is written to a temporary file in the target's directory, fsync'ed, renamed over
 the target and the directory fsync'ed, so the responder reads either the old or the
-new file, never a part. Every successful receive renews the file's mtime even when
-the contents are unchanged: for an ``index`` source the mtime is the time the data
-was last confirmed current, so the publisher's periodic re-send is the heartbeat
-that keeps the responder vouching (``max_data_age``).
+new file, never a part. Every successful receive of an index.txt renews the file's
+mtime even when the contents are unchanged: for an ``index`` source the mtime is the
+time the data was last confirmed current, so the publisher's periodic re-send is the
+heartbeat that keeps the responder vouching (``max_data_age``). A CRL identical to
+the installed one is left as it is (it carries its own nextUpdate).
 
 ``receive.toml`` (written by the role; readable by the publisher's user)::
 
@@ -33,8 +34,9 @@ that keeps the responder vouching (``max_data_age``).
     path = "/var/lib/ocsp-responder/intermediate/index.txt"
     ca_certificate = "/etc/ocsp-responder-receive/intermediate.ca.pem"
 
-Exit codes: 0 installed; 1 refused (the file, or the request: message on stderr,
-which sshd carries back to the publisher); 2 a problem with ``receive.toml``.
+Exit codes: 0 installed (or an unchanged CRL kept); 1 refused (the file, or the
+request: message on stderr, which sshd carries back to the publisher); 2 a problem
+with ``receive.toml``.
 """
 
 from __future__ import annotations
@@ -253,14 +255,27 @@ def validate(target: Target, candidate: Path, ca: x509.Certificate, now: datetim
         raise ReceiveError(f"{where}: refused: {exc}") from exc
 
 
-def install(target: Target, data: bytes, now: datetime | None = None) -> None:
+def install(target: Target, data: bytes, now: datetime | None = None) -> bool:
     """Validate ``data`` and atomically make it ``target.path`` (mode 0640).
+
+    A CRL identical to the installed one is left alone (a CRL carries its own
+    thisUpdate and nextUpdate; rewriting it would only make every process re-read
+    it). An index.txt is always replaced: its new mtime is the confirmation.
+
+    Returns:
+        True when the file was replaced, False for an unchanged CRL.
 
     Raises:
         ReceiveError: the CA certificate cannot be read, the data is refused, or the
             file cannot be written (nothing is left half-written).
     """
     now = now or utc_now()
+    if target.kind == "crl":
+        try:
+            if target.path.read_bytes() == data:
+                return False
+        except OSError:
+            pass
     try:
         ca = parse_certificate(target.ca_certificate.read_bytes())
     except (OSError, ValueError) as exc:
@@ -290,6 +305,7 @@ def install(target: Target, data: bytes, now: datetime | None = None) -> None:
         raise ReceiveError(f"issuer {target.issuer}: cannot install {target.path}: {exc}") from exc
     finally:
         candidate.unlink(missing_ok=True)
+    return True
 
 
 def main(config_path: Path, command: str | None, stdin: BinaryIO) -> int:
@@ -305,9 +321,10 @@ def main(config_path: Path, command: str | None, stdin: BinaryIO) -> int:
         return 2
     try:
         target = parse_request(command, config)
-        install(target, read_limited(stdin, config.max_bytes))
+        replaced = install(target, read_limited(stdin, config.max_bytes))
     except ReceiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"installed {target.path} for issuer {target.issuer}")
+    outcome = "installed" if replaced else "unchanged"
+    print(f"{outcome} {target.path} for issuer {target.issuer}")
     return 0
