@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -35,6 +36,13 @@ MAX_DATA_EXPIRY_GRACE = 7 * 86400
 DEFAULT_DATA_EXPIRY_WARNING = 6 * 3600
 DEFAULT_SIGNER_EXPIRY_WARNING = 30 * 86400
 MAX_EXPIRY_WARNING = 366 * 86400
+#: ``[issuer.source] urls`` of a ``crl`` source (``ocsp-responder fetch-crls``):
+#: schemes, seconds between fetches of each URL, connect/read timeout (seconds),
+#: size cap on a CRL (octets); (default, lowest, highest) each.
+FETCH_SCHEMES = ("http", "https")
+FETCH_INTERVAL = (300, 10, 86400)
+FETCH_TIMEOUT = (10, 1, 300)
+FETCH_MAX_BYTES = (10 * 1024 * 1024, 1024, 1 << 30)
 
 
 class ConfigError(Exception):
@@ -126,11 +134,24 @@ class SourceConfig:
 
     Attributes:
         kind: ``"index"`` (OpenSSL CA database) or ``"crl"`` (CRL files).
-        paths: one index.txt for ``index``; one or more CRL files for ``crl``.
+        paths: one index.txt for ``index``; CRL files for ``crl`` (may be empty when
+            ``urls`` is not).
+        urls: ``crl`` only: http(s) URLs of CRLs that ``ocsp-responder fetch-crls``
+            keeps under ``[server] state_dir`` (:mod:`ocsp_responder.fetch`); the source
+            reads ``paths`` plus those files.
+        fetch_interval: seconds between fetches of each URL.
+        fetch_timeout: connect and read timeout of a fetch, seconds.
+        fetch_max_bytes: largest CRL body accepted, octets.
+        proxy: http(s) proxy URL for the fetches, ``""`` for direct connections.
     """
 
     kind: str
     paths: tuple[Path, ...]
+    urls: tuple[str, ...] = ()
+    fetch_interval: int = FETCH_INTERVAL[0]
+    fetch_timeout: int = FETCH_TIMEOUT[0]
+    fetch_max_bytes: int = FETCH_MAX_BYTES[0]
+    proxy: str = ""
 
 
 @dataclass(frozen=True)
@@ -498,23 +519,82 @@ def _load_source(issuer: _Table, base: Path, problems: Problems) -> SourceConfig
     if raw is None:
         return None
     table = _Table(raw, f"{issuer.key}.source", problems)
+    before = len(problems.lines)
     kind = table.get("kind", str, None, _one_of(SOURCE_KINDS))
     paths: list[Path | None] = []
+    fetch: dict[str, Any] = {}
     if kind == "index":
         paths.append(table.path("path", base))
     elif kind == "crl":
-        raw_paths = table.get("paths", list)
-        if raw_paths is not None and not raw_paths:
-            problems.add(f"{table.key}.paths", "must name at least one CRL file")
+        urls = _urls(table, "urls", problems)
+        # ``paths`` may be left out (or empty) when ``urls`` names at least one CRL
+        raw_paths = table.get("paths", list, [] if "urls" in table.data else None)
+        if raw_paths is not None and not raw_paths and not urls and before == len(problems.lines):
+            what = "paths" if "urls" not in table.data else "urls"
+            problems.add(
+                f"{table.key}.{what}", "must name at least one CRL (file in paths, or URL in urls)"
+            )
         for number, item in enumerate(raw_paths or [], start=1):
             key = f"{table.key}.paths[{number}]"
             if not isinstance(item, str):
                 problems.add(key, f"expected a string, got {_type_name(type(item))}")
                 continue
             paths.append(_existing_file(base / item, key, problems))
+        fetch = {
+            "urls": tuple(urls),
+            "fetch_interval": table.get(
+                "fetch_interval", int, FETCH_INTERVAL[0], _in_range(*FETCH_INTERVAL[1:], " s")
+            ),
+            "fetch_timeout": table.get(
+                "fetch_timeout", int, FETCH_TIMEOUT[0], _in_range(*FETCH_TIMEOUT[1:], " s")
+            ),
+            "fetch_max_bytes": table.get(
+                "fetch_max_bytes",
+                int,
+                FETCH_MAX_BYTES[0],
+                _in_range(*FETCH_MAX_BYTES[1:], " octets"),
+            ),
+            "proxy": table.get("proxy", str, "", lambda v: _check_url(v) if v else None),
+        }
     if kind is None:
-        table.seen.update({"path", "paths"})  # don't also call them unknown
+        # don't also call them unknown
+        table.seen.update({"path", "paths", "urls", "fetch_interval", "fetch_timeout"})
+        table.seen.update({"fetch_max_bytes", "proxy"})
     table.reject_unknown()
-    if kind is None or not paths or None in paths:
+    if kind is None or len(problems.lines) != before or None in paths:
         return None
-    return SourceConfig(kind=kind, paths=tuple(p for p in paths if p is not None))
+    return SourceConfig(kind=kind, paths=tuple(p for p in paths if p is not None), **fetch)
+
+
+def _urls(table: _Table, name: str, problems: Problems) -> list[str]:
+    """The optional array of http(s) URLs ``name`` of ``table`` (problems recorded)."""
+    raw = table.get(name, list, [])
+    urls: list[str] = []
+    for number, item in enumerate(raw, start=1):
+        key = f"{table.key}.{name}[{number}]"
+        if not isinstance(item, str):
+            problems.add(key, f"expected a string, got {_type_name(type(item))}")
+            continue
+        message = _check_url(item)
+        if message:
+            problems.add(key, f"{message} (got {item!r})")
+        elif item in urls:
+            problems.add(key, f"duplicate URL (also {name}[{urls.index(item) + 1}])")
+        urls.append(item)
+    return urls
+
+
+def _check_url(value: str) -> str | None:
+    """None for an absolute ``http://`` or ``https://`` URL with a host, else why not."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme.lower() not in FETCH_SCHEMES:
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if any(c.isspace() for c in value):
+        return "must not contain white space"
+    return None
