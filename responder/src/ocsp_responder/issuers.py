@@ -37,6 +37,7 @@ from .config import (
     IssuerConfig,
     Problems,
 )
+from .fetch import fetched_crl_path
 from .snapshot import Snapshot, SnapshotStore, ca_identity
 from .sources import SourceError, StatusSource
 from .sources.crl import CRLSource
@@ -141,6 +142,11 @@ class Issuer:
             return (
                 f"issuer {self.name}: signer certificate expired at "
                 f"{signer.not_valid_after_utc.isoformat()}"
+            )
+        if (snapshot or self.data.snapshot).generation == 0:  # status_data.no_data
+            return (
+                f"issuer {self.name}: no status data yet "
+                f"({self.data.last_error or self.data.source.describe()})"
             )
         expires = self.data.expires_at(snapshot)
         if now >= expires:
@@ -352,13 +358,15 @@ def status_parts(
         cfg: the ``[[issuer]]`` entry.
         ca: its CA certificate (CRLs must verify against it; its subject and key
             identify the snapshot).
-        state_dir: ``[server] state_dir``.
+        state_dir: ``[server] state_dir`` (also where the CRLs of ``urls`` are fetched
+            to, :func:`~ocsp_responder.fetch.fetched_crl_path`).
     """
     source: StatusSource
     if cfg.source.kind == "index":
         source = IndexSource(cfg.source.paths[0])
     else:
-        source = CRLSource(list(cfg.source.paths), ca)
+        fetched = {fetched_crl_path(state_dir, cfg.name, url): url for url in cfg.source.urls}
+        source = CRLSource([*cfg.source.paths, *fetched], ca, fetched)
     identity = ca_identity(ca.subject.public_bytes(), _public_der(ca.public_key()))
     return source, SnapshotStore(state_dir, cfg.name, identity)
 
@@ -421,7 +429,11 @@ def load_issuer(
             persist=persist,
         )
     except SourceError as exc:
-        if exc.path in cfg.source.paths:
+        urls = {fetched_crl_path(state_dir, cfg.name, url): url for url in cfg.source.urls}
+        if exc.path in urls:
+            number = cfg.source.urls.index(urls[exc.path]) + 1
+            key = f"{cfg.key}.source.urls[{number}]"
+        elif exc.path in cfg.source.paths:
             number = cfg.source.paths.index(exc.path) + 1
             key = (
                 f"{cfg.key}.source.path"

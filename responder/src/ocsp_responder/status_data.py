@@ -27,6 +27,12 @@ and process). :class:`DataWatcher` runs the checks in a thread of each process.
 
 The data's expiry (:meth:`StatusData.expires_at`) bounds every answer's nextUpdate;
 past it, the issuer answers ``tryLater`` (see :mod:`ocsp_responder.responder`).
+
+A source whose files do not exist *yet* (a CRL URL that ``fetch-crls`` has not
+fetched so far: :class:`~ocsp_responder.sources.DataPending`) and no snapshot to
+start from: the process starts all the same with an empty placeholder snapshot
+(generation 0, expired since 1970, never written to ``state_dir``), so the issuer
+answers ``tryLater`` until the first good read (:attr:`StatusData.has_data`).
 """
 
 from __future__ import annotations
@@ -46,11 +52,22 @@ from .snapshot import (
     accept,
     merged,
 )
-from .sources import FileStamp, SourceData, SourceError, Status, StatusSource
+from .sources import (
+    CRLInfo,
+    DataPending,
+    FileStamp,
+    SourceData,
+    SourceError,
+    Status,
+    StatusSource,
+)
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: The expiry of the placeholder served before any data exists (see :func:`no_data`).
+NO_DATA_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: The stamp of the snapshot file: (mtime_ns, size, inode), None when absent.
 StoreStamp = tuple[int, int, int] | None
@@ -59,6 +76,23 @@ StoreStamp = tuple[int, int, int] | None
 def utc_now() -> datetime:
     """The current time, aware UTC (the default clock)."""
     return datetime.now(UTC)
+
+
+def no_data(issuer: str, ca_identity: str, kind: str, now: datetime) -> Snapshot:
+    """The placeholder served while a source has no data yet: generation 0, no serials,
+    expired at :data:`NO_DATA_TIME` (so the issuer answers ``tryLater``); never persisted."""
+    return Snapshot(
+        issuer=issuer,
+        ca_identity=ca_identity,
+        generation=0,
+        kind=kind,
+        digest="",
+        accepted_at=now,
+        confirmed_at=NO_DATA_TIME,
+        crls=(CRLInfo(path="", number=None, this_update=NO_DATA_TIME, next_update=NO_DATA_TIME),),
+        table={},
+        remembered={},
+    )
 
 
 class StatusData:
@@ -77,7 +111,9 @@ class StatusData:
     Raises:
         SourceError: on construction, when neither the files nor a snapshot give
             usable data, or the snapshot file is damaged (the message names the file
-            and line, or the state file).
+            and line, or the state file). Not for files that do not exist yet
+            (:class:`~ocsp_responder.sources.DataPending`): then the issuer starts
+            without data and answers ``tryLater``.
     """
 
     def __init__(
@@ -122,9 +158,9 @@ class StatusData:
             data = source.read(clock())
             candidate = self._validate(stored, data)
         except SourceError as exc:
-            if stored is None:
+            if stored is None and not isinstance(exc, DataPending):
                 raise
-            self._current = stored
+            self._current = stored or no_data(name, store.ca_identity, source.kind, clock())
             self._failed(exc, retry=not isinstance(exc, DataRejected))
         else:
             self._current = candidate
@@ -141,6 +177,11 @@ class StatusData:
     def snapshot(self) -> Snapshot:
         """The snapshot in service (replaced by reference: readers see all-old or all-new)."""
         return self._current
+
+    @property
+    def has_data(self) -> bool:
+        """False while only the :func:`no_data` placeholder is in service."""
+        return self._current.generation > 0
 
     def lookup(self, serial: int, snapshot: Snapshot | None = None) -> Status:
         """The status of ``serial`` in ``snapshot`` (default: the one in service).
@@ -267,8 +308,10 @@ class StatusData:
             self._adopt(stored, stamp)
             return True
         self._store_stamp = stamp
-        if self.persist and (
-            self._persist_pending or stored is None or stored.order < self._current.order
+        if (
+            self.persist
+            and self.has_data
+            and (self._persist_pending or stored is None or stored.order < self._current.order)
         ):
             self._persist(self._current)
         return False
@@ -278,8 +321,10 @@ class StatusData:
 
         On success the written snapshot is the one in service. When the lock or the
         write fails, ``candidate`` stays in service and the write is retried at
-        every check (logged once).
+        every check (logged once). The :func:`no_data` placeholder is never written.
         """
+        if candidate.generation == 0:
+            return
         try:
             with self.store.lock():
                 stored = self._load_quietly()
@@ -346,6 +391,9 @@ class StatusData:
         self._retry_read = retry
         self.last_error = str(exc)
         self._failures.inc()
+        if not self.has_data:
+            self._log_once(f"issuer {self.name}: no status data yet, answering tryLater: {exc}")
+            return
         self._log_once(
             f"issuer {self.name}: keeping the last good data (generation "
             f"{self._current.generation}): {exc}"

@@ -74,6 +74,16 @@ class SourceError(Exception):
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {message}")
         self.path = path
+        self.reason = message
+
+
+class DataPending(SourceError):
+    """A status file that does not exist *yet*: a CRL URL not fetched so far.
+
+    Unlike any other :class:`SourceError` it does not stop ``serve`` from starting:
+    with no earlier snapshot the issuer answers ``tryLater`` until the file arrives
+    (see :class:`~ocsp_responder.status_data.StatusData`).
+    """
 
 
 @dataclass(frozen=True)

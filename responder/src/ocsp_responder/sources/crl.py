@@ -12,10 +12,15 @@ service). Entries of several files are merged. revocationReason comes from each
 entry's CRLReason extension (none when absent). Each CRL's cRLNumber, thisUpdate
 and nextUpdate are kept (:class:`~ocsp_responder.sources.CRLInfo`): they decide
 whether a new CRL is newer than the last accepted one and when the data expires.
+
+CRLs named by URL (``urls``) are read from the files ``ocsp-responder fetch-crls``
+keeps (:mod:`ocsp_responder.fetch`); until such a file exists, :meth:`CRLSource.read`
+raises :class:`~ocsp_responder.sources.DataPending` naming the URL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from . import (
     GOOD,
     CertState,
     CRLInfo,
+    DataPending,
     SourceData,
     SourceError,
     Status,
@@ -98,16 +104,32 @@ class CRLSource(StatusSource):
     """Status from one or more CRLs of one issuer; serials absent from them are good.
 
     Args:
-        paths: CRL files (PEM or DER).
+        paths: CRL files (PEM or DER), the fetched ones included.
         issuer: the CA certificate the CRLs must verify against.
+        fetched: fetched file -> the URL it is fetched from, for each of ``paths``
+            that ``fetch-crls`` writes (may not exist yet).
     """
 
     kind = "crl"
     default = GOOD
 
-    def __init__(self, paths: list[Path], issuer: x509.Certificate) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        issuer: x509.Certificate,
+        fetched: Mapping[Path, str] | None = None,
+    ) -> None:
         self.issuer = issuer
+        self.fetched = dict(fetched or {})
         super().__init__(paths)
+
+    def describe(self) -> str:
+        """``crl`` and the files; a fetched one as ``URL (fetched to FILE)``."""
+        names = [
+            f"{self.fetched[p]} (fetched to {p})" if p in self.fetched else str(p)
+            for p in self.paths
+        ]
+        return f"{self.kind} {','.join(names)}"
 
     def read(self, now: datetime) -> SourceData:
         """Load every CRL, verify it, and merge their entries.
@@ -119,7 +141,16 @@ class CRLSource(StatusSource):
         contents: list[bytes] = []
         infos: list[CRLInfo] = []
         for path in self.paths:
-            data, _ = read_file(path)
+            try:
+                data, _ = read_file(path)
+            except SourceError as exc:
+                if path in self.fetched and not path.exists():
+                    raise DataPending(
+                        path,
+                        f"not fetched yet from {self.fetched[path]} "
+                        "(see `ocsp-responder fetch-crls`)",
+                    ) from exc
+                raise
             contents.append(data)
             crl = load_crl(data, path, self.issuer)
             infos.append(crl_info(crl, path))
