@@ -20,6 +20,8 @@ deliberate restore: it makes the issuer's current files the data in service even
 when they are older than what was accepted before (see :mod:`ocsp_responder.snapshot`).
 ``receive`` is the forced command of the CA host publisher's SSH key: it validates
 one pushed status file and installs it atomically (:mod:`ocsp_responder.receive`).
+``fetch-crls`` keeps the CRLs of ``crl`` sources' ``urls`` under ``state_dir``
+(:mod:`ocsp_responder.fetch`): once with ``--once``, else until SIGTERM/SIGINT.
 
 Exit codes: 0 on success; 1 for a configuration problem, expired data or signer, or
 data that cannot be accepted (messages name file, key path and problem on stderr);
@@ -32,6 +34,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +146,72 @@ def accept_data(path: str, name: str) -> int:
         snapshot.epoch,
         len(snapshot.remembered),
     )
+    return 0
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM/SIGINT handler of ``fetch-crls`` to end it at once."""
+
+
+def fetch_crls(path: str, once: bool, issuer: str | None) -> int:
+    """Fetch the CRLs of every ``crl`` source's ``urls`` (or of one issuer).
+
+    Args:
+        path: the config file.
+        once: fetch every URL now (conditional GET still applies), print one line per
+            URL (``issuer NAME: URL: installed CRL number N`` / ``not modified`` on
+            stdout, ``issuer NAME: URL: error: WHY`` on stderr) and return. Otherwise
+            run until SIGTERM/SIGINT, fetching each URL when due and logging one line
+            per outcome (:mod:`ocsp_responder.fetch`); a failed fetch never ends it.
+        issuer: only this issuer's URLs (None: all).
+
+    Returns:
+        0 when every fetch succeeded (and after SIGTERM/SIGINT), 1 when any fetch
+        failed (``--once``), 2 for a configuration problem or an unknown issuer.
+    """
+    from . import fetch
+
+    try:
+        config, problems = read_config(path)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 2
+    targets = fetch.fetch_targets(config, problems, issuer)
+    if problems.lines:
+        _print_problems(ConfigError(problems.lines))
+        return 2
+    fetcher = fetch.Fetcher()
+    if once:
+        failed = False
+        for target in targets:
+            outcome = fetcher.fetch(target)
+            print(outcome.line(), file=sys.stdout if outcome.ok else sys.stderr, flush=True)
+            failed = failed or not outcome.ok
+        if not targets:
+            print("no CRL URLs configured (crl sources' urls): nothing to fetch", file=sys.stderr)
+        return 1 if failed else 0
+
+    _setup_logging(config.server.log_level)
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def report(outcome: fetch.Outcome) -> None:
+        if outcome.ok:
+            log.info("%s", outcome.line())
+        else:
+            log.error("%s", outcome.line())
+
+    log.info("fetch-crls: %d URL(s) of %s", len(targets), config.path)
+    if not targets:
+        log.warning("no CRL URLs configured (crl sources' urls): nothing to fetch")
+    try:
+        fetch.run_forever(targets, fetcher, report)
+    except _Stop:
+        log.info("fetch-crls: stopping on a signal")
     return 0
 
 
@@ -308,6 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="*",
         help="ISSUER NAME (default: $SSH_ORIGINAL_COMMAND); the file comes on stdin",
     )
+    fetch_cmd = commands.add_parser(
+        "fetch-crls", help="fetch the CRLs of crl sources' urls into state_dir"
+    )
+    fetch_cmd.add_argument("--config", required=True, help="TOML configuration file")
+    fetch_cmd.add_argument(
+        "--once", action="store_true", help="fetch every URL once, print the outcomes, exit"
+    )
+    fetch_cmd.add_argument("--issuer", help="only this [[issuer]]'s URLs")
     args = parser.parse_args(argv)
     if args.command != "serve":
         # only serve shares metrics between processes; the others keep theirs in memory
@@ -316,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "accept-data":
         return accept_data(args.config, args.issuer)
+    if args.command == "fetch-crls":
+        return fetch_crls(args.config, args.once, args.issuer)
     if args.command == "receive":
         command = " ".join(args.request) if args.request else os.environ.get("SSH_ORIGINAL_COMMAND")
         return receive.main(Path(args.config), command, sys.stdin.buffer)
