@@ -149,8 +149,9 @@ def accept_data(path: str, name: str) -> int:
     return 0
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM/SIGINT handler of ``fetch-crls`` to end it at once."""
+class _Stop(BaseException):
+    """Raised by the SIGTERM/SIGINT handler of ``fetch-crls`` to end it at once (a
+    BaseException, so that no ``except Exception`` in a fetch in progress keeps it)."""
 
 
 def fetch_crls(path: str, once: bool, issuer: str | None) -> int:

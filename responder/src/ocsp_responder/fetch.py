@@ -49,7 +49,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -230,7 +230,8 @@ class Fetcher:
         :class:`Outcome` with ``ok`` False, and the last good copy stays as it was.
         """
         try:
-            target.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for directory in (target.state_dir, target.path.parent.parent, target.path.parent):
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             _own_tree(target)
             with _locked(target):
                 return self._fetch(target)
@@ -342,8 +343,10 @@ _HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/pkix-crl, */*;q=0.1
 
 def _network_error(exc: BaseException) -> str:
     """A short description of a urllib3 error (the pool's repr is noise)."""
-    if isinstance(exc, urllib3.exceptions.MaxRetryError) and "redirect" in str(exc):
+    if isinstance(exc, urllib3.exceptions.ResponseError) and "redirect" in str(exc):
         return f"too many redirects (more than {MAX_REDIRECTS})"
+    if isinstance(exc, urllib3.exceptions.LocationValueError):  # URLSchemeUnknown too
+        return f"redirected to a URL that is not http(s) with a host: {exc}"
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before TimeoutError
         return f"cannot connect: {str(exc).split(': ', 1)[-1]}"
     if isinstance(exc, urllib3.exceptions.TimeoutError):
@@ -516,22 +519,6 @@ def next_delay(target: Target, outcome: Outcome, now: datetime) -> float:
     return delay
 
 
-@dataclass
-class Schedule:
-    """When each target is due (monotonic seconds); all are due at start.
-
-    Attributes:
-        targets: the URLs to keep fetching.
-        due: monotonic time at which each target (same index) is due.
-    """
-
-    targets: Sequence[Target]
-    due: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.due = [0.0] * len(self.targets)
-
-
 def run_forever(
     targets: Sequence[Target],
     fetcher: Fetcher,
@@ -540,16 +527,16 @@ def run_forever(
 ) -> None:
     """Fetch each target when due, forever; ``report`` gets every :class:`Outcome`.
 
-    Returns only by an exception (the caller's signal handler raises one); a failed
-    fetch is an outcome like any other. With no targets it just sleeps.
+    Returns only by an exception (the caller's signal handler raises a BaseException,
+    which :meth:`Fetcher.fetch` does not catch); a failed fetch is an outcome like
+    any other. With no targets it just sleeps.
     """
-    schedule = Schedule(targets)
+    due = [0.0] * len(targets)  # monotonic time at which each target is due: all now
     while True:
-        for number, target in enumerate(schedule.targets):
-            if schedule.due[number] <= time.monotonic():
+        for number, target in enumerate(targets):
+            if due[number] <= time.monotonic():
                 outcome = fetcher.fetch(target)
                 report(outcome)
-                delay = next_delay(target, outcome, fetcher.clock())
-                schedule.due[number] = time.monotonic() + delay
-        wake = min(schedule.due, default=time.monotonic() + 3600)
+                due[number] = time.monotonic() + next_delay(target, outcome, fetcher.clock())
+        wake = min(due, default=time.monotonic() + 3600)
         sleep(max(0.0, wake - time.monotonic()))

@@ -135,7 +135,9 @@ class CRLSource(StatusSource):
         """Load every CRL, verify it, and merge their entries.
 
         Raises:
-            SourceError: any file cannot be used (see :func:`load_crl`).
+            SourceError: any file cannot be used (see :func:`load_crl`);
+                :class:`~ocsp_responder.sources.DataPending` for a fetched file that
+                does not exist yet (its message names the URL).
         """
         table: dict[int, Status] = {}
         contents: list[bytes] = []
