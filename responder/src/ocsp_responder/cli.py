@@ -25,7 +25,8 @@ one pushed status file and installs it atomically (:mod:`ocsp_responder.receive`
 
 Exit codes: 0 on success; 1 for a configuration problem, expired data or signer, or
 data that cannot be accepted (messages name file, key path and problem on stderr);
-2 for bad command-line usage.
+2 for bad command-line usage. ``fetch-crls`` differs: 1 when a fetch failed
+(``--once``), 2 for a configuration problem.
 """
 
 from __future__ import annotations
