@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from openssl_ocsp import query
 from openssl_pki import openssl
 from responder_process import (
     Responder,
@@ -273,23 +274,34 @@ def test_bad_fetches_name_issuer_and_url_and_keep_the_last_good_file(
 
 
 def test_serve_before_the_first_fetch_answers_try_later_until_it_arrives(
-    setup: Callable[..., Setup], serve: Callable[..., Responder]
+    setup: Callable[..., Setup], serve: Callable[..., Responder], pki: Pki
 ) -> None:
     s = setup()
     s.issuing.ca.revoke(s.issuing.leaves["a"].cert, "-crl_reason", "keyCompromise")
     s.publish()
+    # a second issuer (index source, its own files) must not be affected
+    fetched_issuer = s.issuing.issuer_config(
+        name=NAME, source={"kind": "crl", "urls": [s.url], "fetch_interval": 10}
+    )
+    s.config.write_text(
+        toml_config({"reload_interval": 0.2}, [fetched_issuer, pki.ec.issuer_config()])
+    )
 
     checked = check_config(s.config)
     assert checked.returncode == 1, checked
     assert f"issuer {NAME}" in checked.stderr and s.url in checked.stderr, checked
     assert "not fetched yet" in checked.stderr, checked
+    assert f"issuer {pki.ec.name}" not in checked.stderr, checked
 
     live = s.live(serve(s.config.read_text(), s.directory))
     assert not s.fetched.exists()
     assert live.try_later("b")
     assert live.server.error_mentioning(NAME, s.url, "no status data yet") is not None
+    other = query(live.server.url, pki.ec.trust, pki.ec.ca.cert, certs=[pki.ec.leaves["good"].cert])
+    assert other.status_of(pki.ec.leaves["good"].cert).status == "good", other.output
 
-    assert s.fetch_once().returncode == 0
+    done = s.fetch_once("--issuer", NAME)
+    assert done.returncode == 0, done
     assert live.wait_status("b", "good") == "good"
     assert live.status("a") == "revoked"
     assert check_config(s.config).returncode == 0
@@ -324,3 +336,27 @@ def test_config_errors_name_the_key(
     fetched = run_fetch(config, "--once")
     assert fetched.returncode == 2, fetched
     assert f"{config}: {problem}" in fetched.stderr, fetched
+
+
+def test_paths_and_urls_together(
+    setup: Callable[..., Setup], serve: Callable[..., Responder]
+) -> None:
+    s = setup()  # the URL's CRL revokes nothing
+    s.issuing.ca.revoke(s.issuing.leaves["a"].cert, "-crl_reason", "keyCompromise")
+    local = s.issuing.ca.gencrl(s.directory / "local.crl.pem")  # revokes a
+    write_config(s.directory, s.issuing, paths=[local], urls=[s.url], fetch_interval=10)
+
+    live = s.live(serve(s.config.read_text(), s.directory))
+    assert live.try_later("a")  # the local file alone is not all of the issuer's data
+
+    assert s.fetch_once().returncode == 0
+    assert live.wait_status("a", "revoked") == "revoked"
+    assert live.status("b") == "good"
+
+
+def test_unknown_issuer_is_a_config_error(setup: Callable[..., Setup]) -> None:
+    s = setup()
+    done = s.fetch_once("--issuer", "no-such-issuer")
+    assert done.returncode == 2, done
+    assert "issuer: no issuer named 'no-such-issuer'" in done.stderr, done
+    assert not s.fetched.exists()
