@@ -214,10 +214,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def check_config(config: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``ocsp-responder check-config CONFIG``."""
+def check_config(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ocsp-responder check-config [OPTIONS] CONFIG``."""
     return subprocess.run(
-        [responder_command(), "check-config", str(config)],
+        [responder_command(), "check-config", *options, str(config)],
         capture_output=True,
         text=True,
         check=False,

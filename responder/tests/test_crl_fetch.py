@@ -360,3 +360,42 @@ def test_unknown_issuer_is_a_config_error(setup: Callable[..., Setup]) -> None:
     assert done.returncode == 2, done
     assert "issuer: no issuer named 'no-such-issuer'" in done.stderr, done
     assert not s.fetched.exists()
+
+
+def test_check_config_allow_unfetched_excuses_only_the_missing_first_fetch(
+    setup: Callable[..., Setup], pki: Pki, tmp_path: Path
+) -> None:
+    """``check-config --allow-unfetched`` (the role validates a new config.toml with it,
+    before fetch-crls has run): a URL not fetched yet is a warning naming it, exit 0;
+    anything else stays an error: a second, unfetched URL beside a kept CRL passes only
+    with the option, and an expired signer fails with or without it."""
+    s = setup()
+    strict = check_config(s.config)
+    assert strict.returncode == 1 and "not fetched yet" in strict.stderr, strict
+    relaxed = check_config(s.config, "--allow-unfetched")
+    assert relaxed.returncode == 0, relaxed
+    assert f"warning: issuer {NAME}: " in relaxed.stderr and s.url in relaxed.stderr, relaxed
+    assert "not fetched yet" in relaxed.stderr and "error" not in relaxed.stderr, relaxed
+    assert f"issuer {NAME}: source " in relaxed.stdout, relaxed
+    assert not s.fetched.exists()  # it fetched nothing itself
+
+    assert s.fetch_once().returncode == 0
+    assert check_config(s.config).returncode == 0
+    second = s.site.url("second.crl")
+    write_config(s.directory, s.issuing, urls=[s.url, second], fetch_interval=10)
+    strict = check_config(s.config)
+    assert strict.returncode == 1 and second in strict.stderr, strict
+    relaxed = check_config(s.config, "--allow-unfetched")
+    assert relaxed.returncode == 0 and second in relaxed.stderr, relaxed
+
+    expired = new_issuing_ca(
+        tmp_path / "expired",
+        pki.root,
+        "expired-signer-ca",
+        signer_dates={"startdate": "20200101000000Z", "enddate": "20200201000000Z"},
+    )
+    write_config(s.directory, expired, urls=[s.site.url("expired.crl")], fetch_interval=10)
+    for options in ((), ("--allow-unfetched",)):
+        refused = check_config(s.config, *options)
+        assert refused.returncode == 1, (options, refused)
+        assert "signer certificate expired" in refused.stderr, (options, refused)

@@ -53,12 +53,18 @@ from .status_data import utc_now
 log = logging.getLogger("ocsp_responder")
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, allow_unfetched: bool = False) -> int:
     """Validate a config and everything it names, read-only; print one line per issuer.
 
     Each line gives the issuer's source, serial count, data expiry (plus grace) and
     signer notAfter. Status files that would be rejected (older than the snapshot in
     ``state_dir``, unparsable) are reported as errors.
+
+    Args:
+        path: the config file.
+        allow_unfetched: a CRL URL that ``fetch-crls`` has not fetched yet is a
+            warning, not an error (for validating a new config before its first
+            fetch, as the role does); every other problem still fails.
 
     Returns:
         0 when valid (warnings go to stderr), 1 when not: a config problem, data past
@@ -76,14 +82,24 @@ def check_config(path: str) -> int:
         print(issuer.describe())
         for warning in issuer.warnings():
             print(f"warning: {warning}", file=sys.stderr)
+        data = issuer.data
+        excused = allow_unfetched and data.pending
         problem = issuer.unavailable(now)
+        if excused and not data.has_data and issuer.signer_unavailable(now) is None:
+            problem = None  # "no status data yet": only the first fetch is missing
         if problem is not None:
             print(f"error: {problem}: it answers tryLater", file=sys.stderr)
             status = 1
-        if issuer.data.last_error is not None:
+        if excused:
+            meanwhile = "the kept data is served" if data.has_data else "it answers tryLater"
             print(
-                f"error: issuer {issuer.name}: the status files are not used: "
-                f"{issuer.data.last_error}",
+                f"warning: issuer {issuer.name}: {data.last_error}; fetch-crls installs it "
+                f"(until then {meanwhile})",
+                file=sys.stderr,
+            )
+        elif data.last_error is not None:
+            print(
+                f"error: issuer {issuer.name}: the status files are not used: {data.last_error}",
                 file=sys.stderr,
             )
             status = 1
@@ -363,6 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check_cmd = commands.add_parser("check-config", help="validate a configuration file")
     check_cmd.add_argument("config", help="TOML configuration file")
+    check_cmd.add_argument(
+        "--allow-unfetched",
+        action="store_true",
+        help="a CRL URL not fetched yet by fetch-crls is a warning, not an error",
+    )
     accept_cmd = commands.add_parser(
         "accept-data",
         help="operator override: serve an issuer's current status files even if older",
@@ -392,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # only serve shares metrics between processes; the others keep theirs in memory
         os.environ.pop(metrics.MULTIPROC_ENV, None)
     if args.command == "check-config":
-        return check_config(args.config)
+        return check_config(args.config, args.allow_unfetched)
     if args.command == "accept-data":
         return accept_data(args.config, args.issuer)
     if args.command == "fetch-crls":

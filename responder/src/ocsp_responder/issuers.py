@@ -132,17 +132,9 @@ class Issuer:
             None, or one line naming the expired data or signer (the answer is then
             ``tryLater``, RFC 6960 section 2.3).
         """
-        signer = self.signer_certificate
-        if now < signer.not_valid_before_utc:
-            return (
-                f"issuer {self.name}: signer certificate is not valid before "
-                f"{signer.not_valid_before_utc.isoformat()}"
-            )
-        if now >= signer.not_valid_after_utc:
-            return (
-                f"issuer {self.name}: signer certificate expired at "
-                f"{signer.not_valid_after_utc.isoformat()}"
-            )
+        signer_problem = self.signer_unavailable(now)
+        if signer_problem is not None:
+            return signer_problem
         if (snapshot or self.data.snapshot).generation == 0:  # status_data.no_data
             return (
                 f"issuer {self.name}: no status data yet "
@@ -153,6 +145,29 @@ class Issuer:
             return (
                 f"issuer {self.name}: status data expired at {expires.isoformat()} "
                 f"({self.data.source.describe()}; publish current data)"
+            )
+        return None
+
+    def signer_unavailable(self, now: datetime) -> str | None:
+        """Why the signer certificate cannot sign at ``now`` (outside its validity),
+        or None when it can.
+
+        Args:
+            now: aware UTC.
+
+        Returns:
+            None, or one line naming the issuer and the signer's notBefore/notAfter.
+        """
+        signer = self.signer_certificate
+        if now < signer.not_valid_before_utc:
+            return (
+                f"issuer {self.name}: signer certificate is not valid before "
+                f"{signer.not_valid_before_utc.isoformat()}"
+            )
+        if now >= signer.not_valid_after_utc:
+            return (
+                f"issuer {self.name}: signer certificate expired at "
+                f"{signer.not_valid_after_utc.isoformat()}"
             )
         return None
 

@@ -137,6 +137,9 @@ class StatusData:
         self._lock = threading.Lock()
         self._logged_error: str | None = None
         self.last_error: str | None = None
+        #: True while the last read failed only because a file does not exist *yet*
+        #: (:class:`~ocsp_responder.sources.DataPending`: a CRL URL not fetched so far).
+        self.pending = False
         self._failures = metrics.get().issuer(name).reload_failures
         self._files_stamps: tuple[FileStamp | None, ...] | None = None
         self._read_digest: str | None = None
@@ -390,6 +393,7 @@ class StatusData:
     def _failed(self, exc: SourceError, *, retry: bool) -> None:
         self._retry_read = retry
         self.last_error = str(exc)
+        self.pending = isinstance(exc, DataPending)
         self._failures.inc()
         if not self.has_data:
             self._log_once(f"issuer {self.name}: no status data yet, answering tryLater: {exc}")
@@ -401,6 +405,7 @@ class StatusData:
 
     def _succeeded(self) -> None:
         self._retry_read = False
+        self.pending = False
         if self.last_error is not None:
             log.info("issuer %s: %s is usable again", self.name, self.source.describe())
         self.last_error = None
