@@ -19,6 +19,9 @@ import shlex
 import subprocess
 import sys
 import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +32,8 @@ from typing import Any
 _OPENSSL_TIME = "%b %d %H:%M:%S %Y GMT"
 MANIFEST = "/root/ca/manifest.json"
 WORKDIR = "/root/ocsp-tests"
+#: config.toml on the responder instance (the role's ocsp_responder_config_dir).
+RESPONDER_CONFIG = "/etc/ocsp-responder/config.toml"
 
 
 def parse_openssl_time(text: str) -> datetime:
@@ -234,17 +239,16 @@ class CaInstance:
             ]
         )
         if entry["crl"]:
-            self.run_checked(
-                [
-                    "openssl",
-                    "ca",
-                    "-config",
-                    entry["config"],
-                    "-gencrl",
-                    "-out",
-                    entry["crl"],
-                ]
-            )
+            self.publish_crl(issuer)
+
+    def publish_crl(self, issuer: str, seconds: int | None = None) -> None:
+        """`openssl ca -gencrl` for a key pair CA (test-ca gencrl: the CRL file, renamed
+        into place, and its web server's copy for a CA with a crl_url); with `seconds`,
+        the CRL's nextUpdate is that long after its thisUpdate."""
+        env = f"CRL_SECONDS={int(seconds)} " if seconds is not None else ""
+        self.run_checked(
+            f"{env}test-ca gencrl {shlex.quote(self.issuer(issuer)['dir'])}"
+        )
 
     # -- OCSP ------------------------------------------------------------
 
@@ -527,6 +531,44 @@ def expected_status(entry: DatabaseEntry | None, kind: str = "root") -> str:
     return "unknown" if entry is None else "good"
 
 
+def origin_port(host: Any) -> int:
+    """The responder's own TCP port on the responder instance (config.toml's bind)."""
+    config = tomllib.loads(host.file(RESPONDER_CONFIG).content_string)
+    return int(config["server"]["bind"].rsplit(":", 1)[1])
+
+
+def origin_probe(host: Any, issuer: str, serial: str) -> str:
+    """A shell command for the responder instance: `openssl ocsp` for `serial` (hex)
+    straight to the responder's port (no nginx, with a nonce: never cached)."""
+    return (
+        f"openssl ocsp -issuer /etc/ocsp-responder/issuers/{issuer}/ca.pem "
+        f"-serial 0x{serial} -url http://127.0.0.1:{origin_port(host)}/ "
+        f"-noverify -timeout 5 2>&1"
+    )
+
+
+def time_until_origin_says(
+    host: Any, ca: CaInstance, probe: str, status: str, change: Any, timeout: int = 60
+) -> float | None:
+    """Seconds from `change()` (run on the CA instance, after a probe loop has started
+    on the responder instance) until `probe` prints `: STATUS`; None if not within
+    `timeout`. Both instances share the host's clock."""
+    watch = (
+        f"end=$((SECONDS+{timeout})); while ((SECONDS<end)); do "
+        f"{probe} | grep -q ': {status}' && {{ date +%s.%N; exit 0; }}; sleep 0.1; done; exit 1"
+    )
+    host.run(
+        f"rm -f /tmp/watch.out; nohup bash -c {shlex.quote(watch)} >/tmp/watch.out 2>&1 &"
+    )
+    time.sleep(0.5)
+    change()
+    changed_at = float(ca.run_checked("date +%s.%N"))
+    seen = wait_for(
+        lambda: host.file("/tmp/watch.out").content_string.strip(), timeout + 10
+    )
+    return float(seen) - changed_at if seen else None
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.5) -> Any:
     """Call predicate() until it returns a true value or `timeout` seconds pass; return the last value."""
     deadline = time.monotonic() + timeout
@@ -535,3 +577,40 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.5) -> Any:
         time.sleep(interval)
         value = predicate()
     return value
+
+
+# -- the CA host's publisher (roles/ocsp_responder/tasks/publisher.yml) ----------
+
+PUBLISHER_SERVICE = "ocsp-responder-publish.service"
+PUBLISHER_TRIGGERS = "ocsp-responder-publish.path ocsp-responder-publish.timer"
+
+
+def stop_publisher(ca: CaInstance) -> None:
+    """Stop the CA host's publisher triggers and wait for a publish in progress."""
+    ca.run_checked(f"systemctl stop {PUBLISHER_TRIGGERS}")
+    wait_for(
+        lambda: (
+            ca.run(f"systemctl is-active {PUBLISHER_SERVICE}").stdout.strip()
+            not in ("activating", "deactivating")
+        ),
+        120,
+    )
+
+
+def start_publisher(ca: CaInstance, publish_now: bool = True) -> None:
+    """Start the CA host's publisher triggers again (path unit and heartbeat timer);
+    with `publish_now`, also publish at once (else the timer's first beat, ~10 s)."""
+    ca.run_checked(f"systemctl start {PUBLISHER_TRIGGERS}")
+    if publish_now:
+        ca.run_checked(f"systemctl start {PUBLISHER_SERVICE}")
+
+
+@contextmanager
+def publisher_stopped(ca: CaInstance) -> Iterator[None]:
+    """While inside: the publisher sends nothing (for tests that break the responder's
+    copy of a status file and must not see it repaired by a heartbeat)."""
+    stop_publisher(ca)
+    try:
+        yield
+    finally:
+        start_publisher(ca)

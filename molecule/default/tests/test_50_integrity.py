@@ -21,10 +21,18 @@ import re
 import shlex
 import time
 import tomllib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ocsp_testlib import CaInstance, publish_revocation_data, recap_changed, wait_for
+import pytest
+from ocsp_testlib import (
+    CaInstance,
+    publish_revocation_data,
+    publisher_stopped,
+    recap_changed,
+    wait_for,
+)
 
 UNIT = "ocsp-responder.service"
 CONFIG = "/etc/ocsp-responder/config.toml"
@@ -136,8 +144,15 @@ def test_publishing_confirms_index_txt_and_leaves_crls_alone(
             )
 
 
+@pytest.fixture
+def quiet_publisher(ca: CaInstance) -> Iterator[None]:
+    """The CA host's publisher paused: its heartbeat would repair a file the test breaks."""
+    with publisher_stopped(ca):
+        yield
+
+
 def test_a_worker_restarted_while_the_status_file_is_broken_keeps_the_revocation(
-    host: Any, ca: CaInstance, report: list[str]
+    host: Any, ca: CaInstance, report: list[str], quiet_publisher: None
 ) -> None:
     issuer = ca.manifest["issuers"][0]["name"]
     kind, paths = status_files(host)[issuer]
