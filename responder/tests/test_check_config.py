@@ -39,9 +39,7 @@ def expected_expiry(kind: str, paths: list[Path]) -> datetime:
         form = "DER" if path.suffix == ".der" else "PEM"
         text = openssl("crl", "-in", path, "-inform", form, "-noout", "-nextupdate")
         stamp = text.strip().split("=", 1)[1]
-        updates.append(
-            datetime.strptime(stamp, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
-        )
+        updates.append(datetime.strptime(stamp, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC))
     return min(updates)
 
 
