@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics, receive
-from .config import ConfigError, read_config
+from .config import RANGES, ConfigError, read_config
 from .http import OCSPApp
 from .issuers import load_ca_certificate, status_parts
 from .responder import build_responder
@@ -421,8 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "receive":
         command = " ".join(args.request) if args.request else os.environ.get("SSH_ORIGINAL_COMMAND")
         return receive.main(Path(args.config), command, sys.stdin.buffer)
-    if args.workers is not None and not 1 <= args.workers <= 64:
-        parser.error("--workers must be between 1 and 64")
+    if args.workers is not None:
+        problem = RANGES["server.workers"].check(args.workers)
+        if problem:
+            parser.error(f"--workers {problem}")
     return serve(args.config, args.bind, args.workers)
 
 

@@ -18,14 +18,9 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
-#: Bounds from the issue/RFC 5019 practice: responses valid 1 hour .. 10 days.
+#: Bounds from RFC 5019 practice: responses valid 1 hour .. 10 days.
 MIN_VALIDITY = 3600
 MAX_VALIDITY = 10 * 86400
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-SOURCE_KINDS = ("index", "crl")
-RESPONDER_IDS = ("by_key", "by_name")
-SIGNATURE_HASHES = ("sha256", "sha384", "sha512")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 #: ``max_data_age``: how long an index.txt stays usable after it was last confirmed
 #: current (its mtime): default 7 days, 1 s .. 366 days.
 DEFAULT_MAX_DATA_AGE = 7 * 86400
@@ -37,12 +32,92 @@ DEFAULT_DATA_EXPIRY_WARNING = 6 * 3600
 DEFAULT_SIGNER_EXPIRY_WARNING = 30 * 86400
 MAX_EXPIRY_WARNING = 366 * 86400
 #: ``[issuer.source] urls`` of a ``crl`` source (``ocsp-responder fetch-crls``):
-#: schemes, seconds between fetches of each URL, connect/read timeout (seconds),
-#: size cap on a CRL (octets); (default, lowest, highest) each.
+#: schemes, and the defaults of seconds between fetches of each URL, the
+#: connect/read timeout (seconds) and the size cap on a CRL (octets).
 FETCH_SCHEMES = ("http", "https")
-FETCH_INTERVAL = (300, 10, 86400)
-FETCH_TIMEOUT = (10, 1, 300)
-FETCH_MAX_BYTES = (10 * 1024 * 1024, 1024, 1 << 30)
+DEFAULT_FETCH_INTERVAL = 300
+DEFAULT_FETCH_TIMEOUT = 10
+DEFAULT_FETCH_MAX_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric key: ``low`` .. ``high``, both included.
+
+    Attributes:
+        low: the smallest allowed value.
+        high: the largest allowed value.
+        unit: the unit named in problem messages (``s``, ``octets``), or ``""``.
+        note: a reading aid appended to problem messages (``1 h .. 10 days``), or ``""``.
+        low_excluded: ``low`` itself is not allowed (``low`` < value <= ``high``).
+    """
+
+    low: float
+    high: float
+    unit: str = ""
+    note: str = ""
+    low_excluded: bool = False
+
+    def check(self, value: float) -> str | None:
+        """None when ``value`` is in range, else the problem (``must be between ...``)."""
+        if self.low_excluded:
+            if self.low < value <= self.high:
+                return None
+            return f"must be greater than {_number(self.low)} and at most {_number(self.high)}"
+        if self.low <= value <= self.high:
+            return None
+        unit = f" {self.unit}" if self.unit else ""
+        note = f" ({self.note})" if self.note else ""
+        return f"must be between {_number(self.low)} and {_number(self.high)}{unit}{note}"
+
+
+_DATA_AGE = Range(1, MAX_DATA_AGE, "s")
+_GRACE = Range(0, MAX_DATA_EXPIRY_GRACE, "s")
+
+#: Every numeric bound of the configuration, by TOML key path (``[[issuer]]`` keys
+#: as ``issuer.KEY``). The single source of these bounds: ``serve``'s ``--workers``,
+#: the Ansible role's pre-signing checks and ``responder/docs/config.md`` follow
+#: it (``responder/tests/test_role_bounds.py`` fails when the role drifts).
+RANGES: dict[str, Range] = {
+    "server.workers": Range(1, 64),
+    "server.threads": Range(1, 256),
+    "server.max_request_size": Range(256, 1048576, "octets"),
+    "server.http_cache_max_age": Range(0, MAX_VALIDITY, "s"),
+    "server.refresh_fraction": Range(0, 1, low_excluded=True),
+    "server.cache_size": Range(0, 10_000_000),
+    "server.cache_bytes": Range(0, 1 << 40, "octets"),
+    "server.reload_interval": Range(0.1, 3600, "s"),
+    "server.max_data_age": _DATA_AGE,
+    "server.data_expiry_grace": _GRACE,
+    "server.data_expiry_warning": Range(0, MAX_EXPIRY_WARNING, "s"),
+    "server.signer_expiry_warning": Range(0, MAX_EXPIRY_WARNING, "s"),
+    "issuer.response_validity": Range(MIN_VALIDITY, MAX_VALIDITY, "s", "1 h .. 10 days"),
+    "issuer.max_data_age": _DATA_AGE,
+    "issuer.data_expiry_grace": _GRACE,
+    "issuer.source.fetch_interval": Range(10, 86400, "s"),
+    "issuer.source.fetch_timeout": Range(1, 300, "s"),
+    "issuer.source.fetch_max_bytes": Range(1024, 1 << 30, "octets"),
+}
+
+#: Every key whose value is one of a fixed list of strings, by TOML key path.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "server.log_level": ("debug", "info", "warning", "error"),
+    "issuer.responder_id": ("by_key", "by_name"),
+    "issuer.signature_hash": ("sha256", "sha384", "sha512"),
+    "issuer.source.kind": ("index", "crl"),
+}
+
+#: Every key whose value must match a pattern, by TOML key path.
+PATTERNS: dict[str, re.Pattern[str]] = {
+    # an issuer name is also a file name (snapshots, fetched CRLs) and a metric label
+    "issuer.name": re.compile(r"^[A-Za-z0-9._-]{1,64}$"),
+}
+#: The rule of each of :data:`PATTERNS` in words, for problem messages.
+PATTERN_RULES: dict[str, str] = {
+    "issuer.name": "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+}
+NAME_RE = PATTERNS["issuer.name"]
+SOURCE_KINDS = CHOICES["issuer.source.kind"]
 
 
 class ConfigError(Exception):
@@ -148,9 +223,9 @@ class SourceConfig:
     kind: str
     paths: tuple[Path, ...]
     urls: tuple[str, ...] = ()
-    fetch_interval: int = FETCH_INTERVAL[0]
-    fetch_timeout: int = FETCH_TIMEOUT[0]
-    fetch_max_bytes: int = FETCH_MAX_BYTES[0]
+    fetch_interval: int = DEFAULT_FETCH_INTERVAL
+    fetch_timeout: int = DEFAULT_FETCH_TIMEOUT
+    fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES
     proxy: str = ""
 
 
@@ -296,24 +371,29 @@ def _existing_file(path: Path, key: str, problems: Problems) -> Path | None:
     return path
 
 
-def _in_range(low: float, high: float, unit: str = "") -> Callable[[float], str | None]:
-    def check(value: float) -> str | None:
-        if low <= value <= high:
-            return None
-        return f"must be between {_number(low)} and {_number(high)}{unit}"
-
-    return check
+def _bound(key: str) -> Callable[[float], str | None]:
+    """The check of the numeric key ``key`` (a :data:`RANGES` key path)."""
+    return RANGES[key].check
 
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+def _choice(key: str) -> Callable[[str], str | None]:
+    """The check of the string key ``key`` (a :data:`CHOICES` key path)."""
+    choices = CHOICES[key]
+
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+def _matches(key: str) -> Callable[[str], str | None]:
+    """The check of the string key ``key`` (a :data:`PATTERNS` key path)."""
+    pattern, rule = PATTERNS[key], PATTERN_RULES[key]
+    return lambda value: None if pattern.match(value) else rule
 
 
 def load_config(path: str | Path) -> Config:
@@ -366,37 +446,39 @@ def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
     d = ServerConfig()
     server = ServerConfig(
         bind=table.get("bind", str, d.bind, _check_bind),
-        workers=table.get("workers", int, d.workers, _in_range(1, 64)),
-        threads=table.get("threads", int, d.threads, _in_range(1, 256)),
+        workers=table.get("workers", int, d.workers, _bound("server.workers")),
+        threads=table.get("threads", int, d.threads, _bound("server.threads")),
         max_request_size=table.get(
-            "max_request_size", int, d.max_request_size, _in_range(256, 1048576, " octets")
+            "max_request_size", int, d.max_request_size, _bound("server.max_request_size")
         ),
         http_cache_max_age=table.get(
-            "http_cache_max_age", int, d.http_cache_max_age, _in_range(0, MAX_VALIDITY, " s")
+            "http_cache_max_age", int, d.http_cache_max_age, _bound("server.http_cache_max_age")
         ),
-        refresh_fraction=table.get("refresh_fraction", float, d.refresh_fraction, _check_fraction),
-        cache_size=table.get("cache_size", int, d.cache_size, _in_range(0, 10_000_000)),
-        cache_bytes=table.get("cache_bytes", int, d.cache_bytes, _in_range(0, 1 << 40, " octets")),
+        refresh_fraction=table.get(
+            "refresh_fraction", float, d.refresh_fraction, _bound("server.refresh_fraction")
+        ),
+        cache_size=table.get("cache_size", int, d.cache_size, _bound("server.cache_size")),
+        cache_bytes=table.get("cache_bytes", int, d.cache_bytes, _bound("server.cache_bytes")),
         reload_interval=table.get(
-            "reload_interval", float, d.reload_interval, _in_range(0.1, 3600, " s")
+            "reload_interval", float, d.reload_interval, _bound("server.reload_interval")
         ),
         state_dir=base / table.get("state_dir", str, str(d.state_dir), _check_nonempty),
-        max_data_age=_max_data_age(table, d.max_data_age),
-        data_expiry_grace=_data_expiry_grace(table, d.data_expiry_grace),
+        max_data_age=_max_data_age(table, d.max_data_age, "server"),
+        data_expiry_grace=_data_expiry_grace(table, d.data_expiry_grace, "server"),
         metrics_dir=_optional_dir(table, "metrics_dir", base),
         data_expiry_warning=table.get(
             "data_expiry_warning",
             int,
             d.data_expiry_warning,
-            _in_range(0, MAX_EXPIRY_WARNING, " s"),
+            _bound("server.data_expiry_warning"),
         ),
         signer_expiry_warning=table.get(
             "signer_expiry_warning",
             int,
             d.signer_expiry_warning,
-            _in_range(0, MAX_EXPIRY_WARNING, " s"),
+            _bound("server.signer_expiry_warning"),
         ),
-        log_level=table.get("log_level", str, d.log_level, _one_of(LOG_LEVELS)),
+        log_level=table.get("log_level", str, d.log_level, _choice("server.log_level")),
         access_log=table.get("access_log", bool, d.access_log),
     )
     table.reject_unknown()
@@ -412,14 +494,14 @@ def _check_bind(value: str) -> str | None:
     return "must be HOST:PORT or unix:PATH"
 
 
-def _max_data_age(table: _Table, default: int) -> int:
-    """``max_data_age`` of ``[server]`` or ``[[issuer]]`` (seconds)."""
-    return table.get("max_data_age", int, default, _in_range(1, MAX_DATA_AGE, " s"))
+def _max_data_age(table: _Table, default: int, where: str) -> int:
+    """``max_data_age`` of ``[server]`` or ``[[issuer]]`` (``where``), seconds."""
+    return table.get("max_data_age", int, default, _bound(f"{where}.max_data_age"))
 
 
-def _data_expiry_grace(table: _Table, default: int) -> int:
-    """``data_expiry_grace`` of ``[server]`` or ``[[issuer]]`` (seconds)."""
-    return table.get("data_expiry_grace", int, default, _in_range(0, MAX_DATA_EXPIRY_GRACE, " s"))
+def _data_expiry_grace(table: _Table, default: int, where: str) -> int:
+    """``data_expiry_grace`` of ``[server]`` or ``[[issuer]]`` (``where``), seconds."""
+    return table.get("data_expiry_grace", int, default, _bound(f"{where}.data_expiry_grace"))
 
 
 def _optional_dir(table: _Table, name: str, base: Path) -> Path | None:
@@ -433,10 +515,6 @@ def _optional_dir(table: _Table, name: str, base: Path) -> Path | None:
 
 def _check_nonempty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
-
-
-def _check_fraction(value: float) -> str | None:
-    return None if 0 < value <= 1 else "must be greater than 0 and at most 1"
 
 
 def _load_issuers(
@@ -477,7 +555,7 @@ def _load_issuer(
         "name",
         str,
         None,
-        lambda v: None if NAME_RE.match(v) else "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        _matches("issuer.name"),
     )
     ca_certificate = table.path("ca_certificate", base)
     signer_certificate = table.path("signer_certificate", base)
@@ -487,12 +565,12 @@ def _load_issuer(
         "response_validity",
         int,
         86400,
-        _in_range(MIN_VALIDITY, MAX_VALIDITY, " s (1 h .. 10 days)"),
+        _bound("issuer.response_validity"),
     )
-    responder_id = table.get("responder_id", str, "by_key", _one_of(RESPONDER_IDS))
-    signature_hash = table.get("signature_hash", str, "sha256", _one_of(SIGNATURE_HASHES))
-    max_data_age = _max_data_age(table, server.max_data_age)
-    grace = _data_expiry_grace(table, server.data_expiry_grace)
+    responder_id = table.get("responder_id", str, "by_key", _choice("issuer.responder_id"))
+    signature_hash = table.get("signature_hash", str, "sha256", _choice("issuer.signature_hash"))
+    max_data_age = _max_data_age(table, server.max_data_age, "issuer")
+    grace = _data_expiry_grace(table, server.data_expiry_grace, "issuer")
     source = _load_source(table, base, problems)
     table.reject_unknown()
     if len(problems.lines) != before:
@@ -520,7 +598,7 @@ def _load_source(issuer: _Table, base: Path, problems: Problems) -> SourceConfig
         return None
     table = _Table(raw, f"{issuer.key}.source", problems)
     before = len(problems.lines)
-    kind = table.get("kind", str, None, _one_of(SOURCE_KINDS))
+    kind = table.get("kind", str, None, _choice("issuer.source.kind"))
     paths: list[Path | None] = []
     fetch: dict[str, Any] = {}
     if kind == "index":
@@ -543,16 +621,19 @@ def _load_source(issuer: _Table, base: Path, problems: Problems) -> SourceConfig
         fetch = {
             "urls": tuple(urls),
             "fetch_interval": table.get(
-                "fetch_interval", int, FETCH_INTERVAL[0], _in_range(*FETCH_INTERVAL[1:], " s")
+                "fetch_interval",
+                int,
+                DEFAULT_FETCH_INTERVAL,
+                _bound("issuer.source.fetch_interval"),
             ),
             "fetch_timeout": table.get(
-                "fetch_timeout", int, FETCH_TIMEOUT[0], _in_range(*FETCH_TIMEOUT[1:], " s")
+                "fetch_timeout", int, DEFAULT_FETCH_TIMEOUT, _bound("issuer.source.fetch_timeout")
             ),
             "fetch_max_bytes": table.get(
                 "fetch_max_bytes",
                 int,
-                FETCH_MAX_BYTES[0],
-                _in_range(*FETCH_MAX_BYTES[1:], " octets"),
+                DEFAULT_FETCH_MAX_BYTES,
+                _bound("issuer.source.fetch_max_bytes"),
             ),
             "proxy": table.get("proxy", str, "", lambda v: _check_url(v) if v else None),
         }
