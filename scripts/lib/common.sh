@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings for scripts/*: sourced, not executed.
 #
 # Sets REPO_ROOT, points podman at the project's containers.conf and puts the
