@@ -41,14 +41,12 @@ retries, and proxies come only from ``proxy`` (never from the environment).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +56,7 @@ import urllib3
 from cryptography import x509
 
 from . import __version__
+from .atomic import locked, state_owner, write_atomically
 from .config import Config, Problems
 from .sources import CRLInfo, SourceError
 from .sources.crl import crl_info, load_crl
@@ -435,29 +434,13 @@ def _write_sidecar(target: Target, document: dict[str, Any]) -> None:
 
 
 def _atomic_write(target: Target, path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temporary file in the same directory, fsync,
-    rename, fsync the directory; a reader sees the old or the new file, never a part.
+    """Replace ``path`` with ``data`` atomically (:func:`~ocsp_responder.atomic.write_atomically`),
+    owned by the state directory's owner.
 
     Raises:
         OSError: nothing is left behind but the old file.
     """
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        _own(target, fd)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, data, owner=state_owner(target.state_dir))
 
 
 def _remove_temporaries(target: Target) -> None:
@@ -468,37 +451,14 @@ def _remove_temporaries(target: Target) -> None:
                 temp.unlink()
 
 
-@contextlib.contextmanager
-def _locked(target: Target) -> Iterator[None]:
+def _locked(target: Target) -> contextlib.AbstractContextManager[None]:
     """Hold the URL's flock (``HASH.lock``): one fetch of a URL at a time."""
-    fd = os.open(target.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        _own(target, fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _owner(target: Target) -> tuple[int, int] | None:
-    """(uid, gid) to give files root creates: the owner of ``state_dir`` (not root)."""
-    if os.geteuid() != 0:
-        return None
-    st = os.stat(target.state_dir)
-    return None if (st.st_uid, st.st_gid) == (0, 0) else (st.st_uid, st.st_gid)
-
-
-def _own(target: Target, fd: int) -> None:
-    """Run as root (say, at deploy time), give the file to the state directory's owner:
-    ``serve`` and the ``fetch-crls`` service read and replace it as that user."""
-    owner = _owner(target)
-    if owner is not None:
-        os.fchown(fd, *owner)
+    return locked(target.path.with_suffix(".lock"), state_owner(target.state_dir))
 
 
 def _own_tree(target: Target) -> None:
     """The same for the ``crl`` and ``crl/ISSUER`` directories."""
-    owner = _owner(target)
+    owner = state_owner(target.state_dir)
     if owner is not None:
         for directory in (target.path.parent.parent, target.path.parent):
             os.chown(directory, *owner)

@@ -42,10 +42,8 @@ with ``receive.toml``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import sys
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,11 +53,10 @@ from typing import BinaryIO
 
 from cryptography import x509
 
-from .issuers import parse_certificate
+from . import pemder
+from .atomic import write_atomically
 from .snapshot import accept
-from .sources import SourceData, SourceError, StatusSource
-from .sources.crl import CRLSource
-from .sources.index import IndexSource
+from .sources import SourceData, SourceError, open_source
 from .status_data import utc_now
 
 #: Default and bounds of ``max_bytes``: 256 MiB, 1 KiB .. 4 GiB.
@@ -205,12 +202,6 @@ def read_limited(stream: BinaryIO, max_bytes: int) -> bytes:
             raise ReceiveError(f"more than max_bytes={max_bytes} octets: refused")
 
 
-def _source(target: Target, path: Path, ca: x509.Certificate) -> StatusSource:
-    if target.kind == "index":
-        return IndexSource(path)
-    return CRLSource([path], ca)
-
-
 def _as_target(data: SourceData, target: Target) -> SourceData:
     """``data`` read from a temporary file, its CRL paths renamed to the target's."""
     crls = tuple(dataclasses.replace(info, path=str(target.path)) for info in data.crls)
@@ -230,7 +221,7 @@ def validate(target: Target, candidate: Path, ca: x509.Certificate, now: datetim
     """
     where = f"issuer {target.issuer}: {target.name}"
     try:
-        new = _as_target(_source(target, candidate, ca).read(now), target)
+        new = _as_target(open_source(target.kind, [candidate], ca).read(now), target)
     except SourceError as exc:
         message = str(exc).replace(str(candidate), "the received file")
         raise ReceiveError(f"{where}: {message}") from exc
@@ -240,7 +231,7 @@ def validate(target: Target, candidate: Path, ca: x509.Certificate, now: datetim
                 f"{where}: the CRL's nextUpdate {info.next_update.isoformat()} has passed"
             )
     try:
-        old = _source(target, target.path, ca).read(now)
+        old = open_source(target.kind, [target.path], ca).read(now)
     except SourceError:
         return
     identity = "receive"
@@ -277,34 +268,20 @@ def install(target: Target, data: bytes, now: datetime | None = None) -> bool:
         except OSError:
             pass
     try:
-        ca = parse_certificate(target.ca_certificate.read_bytes())
+        ca = pemder.certificate(target.ca_certificate.read_bytes())
     except (OSError, ValueError) as exc:
         raise ReceiveError(
             f"issuer {target.issuer}: CA certificate {target.ca_certificate}: {exc}"
         ) from exc
-    directory = target.path.parent
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.path.name}.", dir=directory)
-    except OSError as exc:
-        raise ReceiveError(f"issuer {target.issuer}: cannot write in {directory}: {exc}") from exc
-    candidate = Path(temporary)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o640)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        validate(target, candidate, ca, now)
-        os.replace(candidate, target.path)
-        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
+        write_atomically(
+            target.path,
+            data,
+            mode=0o640,
+            check=lambda candidate: validate(target, candidate, ca, now),
+        )
     except OSError as exc:
         raise ReceiveError(f"issuer {target.issuer}: cannot install {target.path}: {exc}") from exc
-    finally:
-        candidate.unlink(missing_ok=True)
     return True
 
 

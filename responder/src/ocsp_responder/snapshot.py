@@ -34,14 +34,12 @@ same issuer name is moved aside (``NAME.json.other-ca-ID``), never used nor lost
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +47,7 @@ from typing import Any
 
 from cryptography import x509
 
+from .atomic import locked, state_owner, write_atomically
 from .sources import CertState, CRLInfo, SourceData, SourceError, Status
 
 log = logging.getLogger(__name__)
@@ -528,46 +527,12 @@ class SnapshotStore:
             if aside is not None:
                 log.warning("%s: another CA's snapshot moved to %s", self.path, aside)
             self._other_ca = None
-        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.state_dir)
-        try:
-            self._own(fd)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, payload, owner=state_owner(self.state_dir))
 
-    def _own(self, fd: int) -> None:
-        """Give a file root creates (``accept-data``) to the owner of the state directory.
-
-        The service reads and locks these files as its own user.
-        """
-        if os.geteuid() != 0:
-            return
-        st = os.stat(self.state_dir)
-        if (st.st_uid, st.st_gid) != (0, 0):
-            os.fchown(fd, st.st_uid, st.st_gid)
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the issuer's exclusive lock (blocking) for the ``with`` block.
 
         Raises:
             OSError: the lock file cannot be created.
         """
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            self._own(fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        return locked(self.lock_path, state_owner(self.state_dir))
