@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -30,18 +30,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from . import pemder
 from .config import (
     DEFAULT_DATA_EXPIRY_WARNING,
     DEFAULT_SIGNER_EXPIRY_WARNING,
     Config,
+    ConfigError,
     IssuerConfig,
     Problems,
+    ServerConfig,
 )
 from .fetch import fetched_crl_path
 from .snapshot import Snapshot, SnapshotStore, ca_identity
-from .sources import SourceError, StatusSource
-from .sources.crl import CRLSource
-from .sources.index import IndexSource
+from .sources import SourceError, StatusSource, open_source
 from .status_data import Clock, StatusData, utc_now
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ _RESPONDER_IDS = {
     "by_name": ocsp.OCSPResponderEncoding.NAME,
 }
 
+#: The private key types a signer may have (the one list of them).
 SigningKey = (
     rsa.RSAPrivateKey
     | ec.EllipticCurvePrivateKey
@@ -171,10 +173,10 @@ class Issuer:
             )
         return None
 
-    def warnings(self) -> list[str]:
-        """Operator warnings: signer without id-pkix-ocsp-nocheck; signer certificate or
-        status data expiring within ``signer_expiry_warning`` / ``data_expiry_warning``
-        (not yet expired: that is :meth:`unavailable`)."""
+    def warnings(self, now: datetime) -> list[str]:
+        """Operator warnings at ``now`` (aware UTC): signer without id-pkix-ocsp-nocheck;
+        signer certificate or status data expiring within ``signer_expiry_warning`` /
+        ``data_expiry_warning`` (not yet expired: that is :meth:`unavailable`)."""
         found: list[str] = []
         signer = self.signer_certificate
         if signer != self.certificate:
@@ -185,7 +187,6 @@ class Issuer:
                     f"issuer {self.name}: signer has no id-pkix-ocsp-nocheck extension; "
                     "clients may try to check its revocation status (RFC 6960 4.2.2.2.1)"
                 )
-        now = datetime.now(UTC)
         left = signer.not_valid_after_utc - now
         if timedelta(0) < left < self.signer_expiry_warning:
             found.append(
@@ -265,23 +266,12 @@ def _read(path: Path, key: str, problems: Problems) -> bytes | None:
         return None
 
 
-def parse_certificate(data: bytes) -> x509.Certificate:
-    """One PEM or DER certificate (the first, for PEM).
-
-    Raises:
-        ValueError: neither a PEM nor a DER certificate.
-    """
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
 def _load_certificate(path: Path, key: str, problems: Problems) -> x509.Certificate | None:
     data = _read(path, key, problems)
     if data is None:
         return None
     try:
-        return parse_certificate(data)
+        return pemder.certificate(data)
     except ValueError as exc:
         problems.add(key, f"{path}: not a PEM or DER certificate: {exc}")
         return None
@@ -301,23 +291,14 @@ def _load_key(cfg: IssuerConfig, problems: Problems) -> SigningKey | None:
             return None
         password = raw.rstrip(b"\r\n")
     try:
-        if b"-----BEGIN" in data:
-            private = serialization.load_pem_private_key(data, password)
-        else:
-            private = serialization.load_der_private_key(data, password)
+        private = pemder.private_key(data, password)
     except TypeError as exc:  # encrypted without a password, or a password for a plain key
         problems.add(key, f"{cfg.signer_key}: {exc} (see signer_key_passphrase_file)")
         return None
     except ValueError as exc:
         problems.add(key, f"{cfg.signer_key}: cannot load private key: {exc}")
         return None
-    if not isinstance(
-        private,
-        rsa.RSAPrivateKey
-        | ec.EllipticCurvePrivateKey
-        | ed25519.Ed25519PrivateKey
-        | ed448.Ed448PrivateKey,
-    ):
+    if not isinstance(private, SigningKey):
         problems.add(key, f"{cfg.signer_key}: unsupported key type {type(private).__name__}")
         return None
     return private
@@ -376,12 +357,8 @@ def status_parts(
         state_dir: ``[server] state_dir`` (also where the CRLs of ``urls`` are fetched
             to, :func:`~ocsp_responder.fetch.fetched_crl_path`).
     """
-    source: StatusSource
-    if cfg.source.kind == "index":
-        source = IndexSource(cfg.source.paths[0])
-    else:
-        fetched = {fetched_crl_path(state_dir, cfg.name, url): url for url in cfg.source.urls}
-        source = CRLSource([*cfg.source.paths, *fetched], ca, fetched)
+    fetched = {fetched_crl_path(state_dir, cfg.name, url): url for url in cfg.source.urls}
+    source = open_source(cfg.source.kind, [*cfg.source.paths, *fetched], ca, fetched)
     identity = ca_identity(ca.subject.public_bytes(), _public_der(ca.public_key()))
     return source, SnapshotStore(state_dir, cfg.name, identity)
 
@@ -395,25 +372,24 @@ def load_ca_certificate(cfg: IssuerConfig, problems: Problems) -> x509.Certifica
 def load_issuer(
     cfg: IssuerConfig,
     problems: Problems,
-    state_dir: Path,
+    server: ServerConfig,
     *,
     persist: bool,
     clock: Clock = utc_now,
     check_validity: bool = True,
-    data_expiry_warning: timedelta = timedelta(seconds=DEFAULT_DATA_EXPIRY_WARNING),
-    signer_expiry_warning: timedelta = timedelta(seconds=DEFAULT_SIGNER_EXPIRY_WARNING),
 ) -> Issuer | None:
     """Load one issuer's certificates, key and status data, checking each.
 
     Args:
         cfg: the validated ``[[issuer]]`` entry.
         problems: where problems are recorded (with ``cfg.key`` key paths).
-        state_dir: where the issuer's snapshot is kept (``[server] state_dir``).
+        server: the ``[server]`` settings: ``state_dir`` (where the issuer's snapshot
+            is kept), ``data_expiry_warning`` and ``signer_expiry_warning`` (see
+            :class:`Issuer`).
         persist: write accepted data to the snapshot (False: read-only, for checks).
         clock: returns the current time, aware UTC.
         check_validity: record an expired or not yet valid signer as a problem
             (``serve`` starts anyway and answers tryLater; ``check-config`` reports it).
-        data_expiry_warning, signer_expiry_warning: see :class:`Issuer`.
 
     Returns:
         The :class:`Issuer`, or None when a problem was recorded.
@@ -431,7 +407,7 @@ def load_issuer(
     except ValueError as exc:
         problems.add(f"{cfg.key}.ca_certificate", f"{cfg.ca_certificate}: {exc}")
         return None
-    source, store = status_parts(cfg, ca, state_dir)
+    source, store = status_parts(cfg, ca, server.state_dir)
     data: StatusData | None = None
     try:
         data = StatusData(
@@ -444,20 +420,7 @@ def load_issuer(
             persist=persist,
         )
     except SourceError as exc:
-        urls = {fetched_crl_path(state_dir, cfg.name, url): url for url in cfg.source.urls}
-        if exc.path in urls:
-            number = cfg.source.urls.index(urls[exc.path]) + 1
-            key = f"{cfg.key}.source.urls[{number}]"
-        elif exc.path in cfg.source.paths:
-            number = cfg.source.paths.index(exc.path) + 1
-            key = (
-                f"{cfg.key}.source.path"
-                if cfg.source.kind == "index"
-                else f"{cfg.key}.source.paths[{number}]"
-            )
-        else:
-            key = cfg.key  # the snapshot in state_dir
-        problems.add(key, str(exc))
+        problems.add(_source_key(cfg, server.state_dir, exc.path), str(exc))
     if data is None or len(problems.lines) != before:
         return None
     is_edwards = isinstance(private, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
@@ -471,9 +434,23 @@ def load_issuer(
         signature_hash=None if is_edwards else _SIGNATURE_HASHES[cfg.signature_hash],
         data=data,
         cert_id_keys=keys,
-        data_expiry_warning=data_expiry_warning,
-        signer_expiry_warning=signer_expiry_warning,
+        data_expiry_warning=timedelta(seconds=server.data_expiry_warning),
+        signer_expiry_warning=timedelta(seconds=server.signer_expiry_warning),
     )
+
+
+def _source_key(cfg: IssuerConfig, state_dir: Path, path: Path) -> str:
+    """The config key path that names ``path``, a file of ``cfg``'s status data: the
+    ``source.path``, ``source.paths[N]`` or ``source.urls[N]`` entry it comes from, or
+    the issuer itself for its snapshot in ``state_dir``."""
+    urls = {fetched_crl_path(state_dir, cfg.name, url): url for url in cfg.source.urls}
+    if path in urls:
+        return f"{cfg.key}.source.urls[{cfg.source.urls.index(urls[path]) + 1}]"
+    if path in cfg.source.paths:
+        if cfg.source.kind == "index":
+            return f"{cfg.key}.source.path"
+        return f"{cfg.key}.source.paths[{cfg.source.paths.index(path) + 1}]"
+    return cfg.key
 
 
 def _prepare_state_dir(state_dir: Path, problems: Problems) -> None:
@@ -546,12 +523,10 @@ def load_issuers(
         load_issuer(
             cfg,
             problems,
-            config.server.state_dir,
+            config.server,
             persist=persist,
             clock=clock,
             check_validity=check_validity,
-            data_expiry_warning=timedelta(seconds=config.server.data_expiry_warning),
-            signer_expiry_warning=timedelta(seconds=config.server.signer_expiry_warning),
         )
         for cfg in config.issuers
     ]
@@ -559,6 +534,4 @@ def load_issuers(
     try:
         return IssuerSet(i for i in loaded if i is not None)
     except ValueError as exc:
-        problems.add("issuer", str(exc))
-        problems.raise_if_any()
-        raise
+        raise ConfigError([*problems.lines, f"{config.path}: issuer: {exc}"]) from exc

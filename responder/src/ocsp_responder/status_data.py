@@ -156,7 +156,7 @@ class StatusData:
                 "files and run `ocsp-responder accept-data` (it moves the damaged file aside)",
             ) from exc
         self._current: Snapshot
-        stamps = source.stamps()
+        stamps = source.files.stamps()
         try:
             data = source.read(clock())
             candidate = self._validate(stored, data)
@@ -251,7 +251,7 @@ class StatusData:
         """
         with self._lock:
             changed = self._reconcile()
-            stamps = self.source.stamps()
+            stamps = self.source.files.stamps()
             if stamps == self._files_stamps and not self._retry_read:
                 return changed
             try:
@@ -387,7 +387,7 @@ class StatusData:
             issuer=self.name,
             ca_identity=self.store.ca_identity,
             now=self.clock(),
-            paths=self.source.paths,
+            paths=self.source.files.paths,
         )
 
     def _failed(self, exc: SourceError, *, retry: bool) -> None:

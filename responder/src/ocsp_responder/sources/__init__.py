@@ -1,6 +1,7 @@
 """Status sources: read status files into one consistent, unvalidated view.
 
-One interface, :class:`StatusSource`, with one class per kind of data:
+One interface, the :class:`StatusSource` protocol, with one class per kind of data
+(:func:`open_source` chooses it by ``kind``):
 :class:`~ocsp_responder.sources.index.IndexSource` (the OpenSSL CA database) and
 :class:`~ocsp_responder.sources.crl.CRLSource` (CRL files). A source knows nothing
 of HTTP, signing, or what was read before: :meth:`StatusSource.read` turns the files
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -163,22 +165,23 @@ def digest_of(contents: Iterable[bytes]) -> str:
     return hasher.hexdigest()
 
 
-class StatusSource:
-    """Base class: the files of one issuer's status data and how to read them.
+@runtime_checkable
+class StatusSource(Protocol):
+    """What every kind of status source provides (RFC 6960 section 2.2 statuses).
 
-    Subclasses set :attr:`kind` and :attr:`default` (the answer for a serial absent
-    from the table) and implement :meth:`read`.
+    Implemented by :class:`~ocsp_responder.sources.index.IndexSource` and
+    :class:`~ocsp_responder.sources.crl.CRLSource`; :func:`open_source` picks one by
+    kind. A source is cheap to build: nothing is read until :meth:`read`.
 
-    Args:
-        paths: the files this source reads.
+    Attributes:
+        kind: ``index`` or ``crl`` (the ``[issuer.source] kind``).
+        default: the status of a serial that is absent from the table.
+        files: the files it reads and their change detection.
     """
 
-    kind = "abstract"
-    #: The status of a serial that is absent from the table.
-    default: Status = UNKNOWN
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = tuple(paths)
+    kind: str
+    default: Status
+    files: StatusFiles
 
     def read(self, now: datetime) -> SourceData:
         """Read every file of this source.
@@ -192,12 +195,60 @@ class StatusSource:
         Raises:
             SourceError: naming the file (and line) that cannot be used.
         """
-        raise NotImplementedError
-
-    def stamps(self) -> tuple[FileStamp | None, ...]:
-        """The current :data:`FileStamp` of each file (cheap: one stat per file)."""
-        return file_stamps(self.paths)
+        ...
 
     def describe(self) -> str:
-        """One line for logs and ``check-config``: kind and paths."""
-        return f"{self.kind} {','.join(str(p) for p in self.paths)}"
+        """One line for logs and ``check-config``: kind and files."""
+        ...
+
+
+class StatusFiles:
+    """The files of one source and how to tell that they changed (one stat each).
+
+    The reload machinery (:class:`~ocsp_responder.status_data.StatusData`) compares
+    :meth:`stamps` between checks and re-reads the source when they differ.
+
+    Args:
+        paths: the files, in configuration order.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = tuple(paths)
+
+    def stamps(self) -> tuple[FileStamp | None, ...]:
+        """The current :data:`FileStamp` of each file (None: cannot be stat'ed)."""
+        return file_stamps(self.paths)
+
+    def describe(self, names: Mapping[Path, str] | None = None) -> str:
+        """The files, comma-separated; a file in ``names`` is shown as its name there."""
+        names = names or {}
+        return ",".join(names.get(p, str(p)) for p in self.paths)
+
+
+def open_source(
+    kind: str,
+    paths: Sequence[Path],
+    ca: x509.Certificate,
+    fetched: Mapping[Path, str] | None = None,
+) -> StatusSource:
+    """The source of ``kind`` over ``paths`` (the one place a kind picks its class).
+
+    Args:
+        kind: ``index`` (``paths`` is the one index.txt) or ``crl``.
+        paths: the status files, in configuration order (for ``crl``, the fetched
+            files included).
+        ca: the issuer's CA certificate (CRLs must verify against it).
+        fetched: ``crl`` only: fetched file -> the URL ``fetch-crls`` fetches it from.
+
+    Raises:
+        ValueError: an unknown kind (config validation rules it out earlier).
+    """
+    from .crl import CRLSource
+    from .index import IndexSource
+
+    if kind == "index":
+        (path,) = paths
+        return IndexSource(path)
+    if kind == "crl":
+        return CRLSource(list(paths), ca, fetched)
+    raise ValueError(f"unknown status source kind {kind!r}")

@@ -23,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 
+from .. import pemder
 from . import (
     GOOD,
     CertState,
@@ -34,10 +36,12 @@ from . import (
     SourceData,
     SourceError,
     Status,
-    StatusSource,
+    StatusFiles,
     digest_of,
     read_file,
 )
+
+_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
 
 def load_crl(data: bytes, path: Path, issuer: x509.Certificate) -> x509.CertificateRevocationList:
@@ -56,10 +60,7 @@ def load_crl(data: bytes, path: Path, issuer: x509.Certificate) -> x509.Certific
             that does not verify; the message names the file.
     """
     try:
-        if b"-----BEGIN" in data:
-            crl = x509.load_pem_x509_crl(data)
-        else:
-            crl = x509.load_der_x509_crl(data)
+        crl = pemder.crl(data)
     except ValueError as exc:
         raise SourceError(path, f"not a PEM or DER CRL: {exc}") from exc
     try:
@@ -79,19 +80,30 @@ def load_crl(data: bytes, path: Path, issuer: x509.Certificate) -> x509.Certific
     return crl
 
 
+def _extension(
+    extensions: x509.Extensions, kind: type[_Ext], path: Path, what: str
+) -> _Ext | None:
+    """The value of the ``kind`` extension in ``extensions``, or None when absent.
+
+    Raises:
+        SourceError: the extension is present but cannot be decoded (``what: error``).
+    """
+    try:
+        return extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as exc:
+        raise SourceError(path, f"{what}: {exc}") from exc
+
+
 def crl_info(crl: x509.CertificateRevocationList, path: Path) -> CRLInfo:
     """The cRLNumber, thisUpdate and nextUpdate of ``crl`` (read from ``path``).
 
     Raises:
         SourceError: a cRLNumber extension that cannot be decoded.
     """
-    number: int | None = None
-    try:
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        pass
-    except ValueError as exc:
-        raise SourceError(path, f"bad cRLNumber extension: {exc}") from exc
+    found = _extension(crl.extensions, x509.CRLNumber, path, "bad cRLNumber extension")
+    number = None if found is None else found.crl_number
     return CRLInfo(
         path=str(path),
         number=number,
@@ -100,7 +112,7 @@ def crl_info(crl: x509.CertificateRevocationList, path: Path) -> CRLInfo:
     )
 
 
-class CRLSource(StatusSource):
+class CRLSource:
     """Status from one or more CRLs of one issuer; serials absent from them are good.
 
     Args:
@@ -121,15 +133,12 @@ class CRLSource(StatusSource):
     ) -> None:
         self.issuer = issuer
         self.fetched = dict(fetched or {})
-        super().__init__(paths)
+        self.files = StatusFiles(paths)
 
     def describe(self) -> str:
         """``crl`` and the files; a fetched one as ``URL (fetched to FILE)``."""
-        names = [
-            f"{self.fetched[p]} (fetched to {p})" if p in self.fetched else str(p)
-            for p in self.paths
-        ]
-        return f"{self.kind} {','.join(names)}"
+        names = {path: f"{url} (fetched to {path})" for path, url in self.fetched.items()}
+        return f"{self.kind} {self.files.describe(names)}"
 
     def read(self, now: datetime) -> SourceData:
         """Load every CRL, verify it, and merge their entries.
@@ -142,7 +151,7 @@ class CRLSource(StatusSource):
         table: dict[int, Status] = {}
         contents: list[bytes] = []
         infos: list[CRLInfo] = []
-        for path in self.paths:
+        for path in self.files.paths:
             try:
                 data, _ = read_file(path)
             except SourceError as exc:
@@ -157,13 +166,10 @@ class CRLSource(StatusSource):
             crl = load_crl(data, path, self.issuer)
             infos.append(crl_info(crl, path))
             for entry in crl:
-                reason: x509.ReasonFlags | None = None
-                try:
-                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-                except x509.ExtensionNotFound:
-                    pass
-                except ValueError as exc:
-                    raise SourceError(path, f"entry {entry.serial_number:X}: {exc}") from exc
+                found = _extension(
+                    entry.extensions, x509.CRLReason, path, f"entry {entry.serial_number:X}"
+                )
+                reason = None if found is None else found.reason
                 table[entry.serial_number] = Status(
                     CertState.REVOKED, entry.revocation_date_utc, reason
                 )

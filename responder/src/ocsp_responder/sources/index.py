@@ -53,7 +53,7 @@ from . import (
     SourceData,
     SourceError,
     Status,
-    StatusSource,
+    StatusFiles,
     digest_of,
     read_file,
 )
@@ -186,7 +186,7 @@ def _parse_row(line: str) -> tuple[int, Status]:
     raise ValueError(f"unknown row status {row!r} (want V, R or E)")
 
 
-class IndexSource(StatusSource):
+class IndexSource:
     """Status from one ``index.txt``; serials absent from it are unknown.
 
     The data was last confirmed current at the file's mtime: whoever publishes it
@@ -200,7 +200,11 @@ class IndexSource(StatusSource):
     default = UNKNOWN
 
     def __init__(self, path: Path) -> None:
-        super().__init__([path])
+        self.files = StatusFiles([path])
+
+    def describe(self) -> str:
+        """``index`` and the file."""
+        return f"{self.kind} {self.files.describe()}"
 
     def read(self, now: datetime) -> SourceData:
         """Read and parse the index file (see :func:`parse_index`).
@@ -208,7 +212,7 @@ class IndexSource(StatusSource):
         Raises:
             SourceError: unreadable, empty, or a row that cannot be parsed.
         """
-        path = self.paths[0]
+        (path,) = self.files.paths
         data, st = read_file(path)
         mtime = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0)
         return SourceData(
