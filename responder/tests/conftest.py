@@ -124,7 +124,7 @@ def live_issuer(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., LiveIssuer]]
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Responder]]:
+def serve() -> Iterator[Callable[..., Responder]]:
     """Factory ``serve(config_text, directory, workers=1, command_prefix=())`` -> Responder.
 
     Writes ``directory``/config.toml (its state directory, by default, beside it),

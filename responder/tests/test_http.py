@@ -32,6 +32,8 @@ from responder_process import (
 )
 from scenario import HTTP_CACHE_MAX_AGE, MAX_REQUEST_SIZE, LiveIssuer, Pki
 
+from ocsp_responder.config import ServerConfig, max_request_target
+
 OK = ocsp.OCSPResponseStatus.SUCCESSFUL
 MALFORMED = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
@@ -219,9 +221,31 @@ def test_truncated_request_in_get_path_is_malformed(
 
 def test_overlong_get_path_is_414(responder: Responder) -> None:
     """A GET path longer than 4/3 of max_request_size + 1024 -> 414 (docs/config.md)."""
-    limit = MAX_REQUEST_SIZE * 4 // 3 + 1024
+    limit = max_request_target(MAX_REQUEST_SIZE)
+    assert limit == MAX_REQUEST_SIZE * 4 // 3 + 1024
     answer = http_call(responder.port, "GET", "/" + "A" * (limit + 100))
     assert answer.status == 414, answer.describe()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_get_target_limit_at_the_default_max_request_size(
+    live_issuer: Callable[..., LiveIssuer], method: str
+) -> None:
+    """With the default max_request_size (10240) the longest target ``serve`` answers is
+    max_request_target(10240) characters (the embedded server's request line caps it);
+    one character more -> 414, from the app or the server, never a 400 or 5xx."""
+    live = live_issuer()  # every [server] setting at its default
+    limit = max_request_target(ServerConfig().max_request_size)
+    assert limit == 8176  # below 4/3 x 10240 + 1024: the request line's cap
+    tail = "/" + quote(base64.b64encode(live.request("a")).decode(), safe="")
+    fits = "/" + "x" * (limit - len(tail) - 1) + tail
+    assert len(fits) == limit
+    answer = http_call(live.server.port, method, fits)
+    assert answer.status == 200, answer.describe()
+    if method == "GET":
+        assert answer.ocsp().certificate_status == ocsp.OCSPCertStatus.GOOD
+    over = http_call(live.server.port, method, "/x" + fits)
+    assert over.status == 414, over.describe()
 
 
 # ---------------------------------------------------------------- POST

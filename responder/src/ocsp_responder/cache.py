@@ -19,7 +19,7 @@ Least recently used entries are dropped first; 0 for either bound disables cachi
 Metrics (:mod:`ocsp_responder.metrics`): ``ocsp_responder_cache_evictions_total``
 counts entries dropped to hold the bounds (not those dropped as stale or for a
 status change, which are cache misses); ``ocsp_responder_cache_entries`` and
-``ocsp_responder_cache_bytes`` follow :meth:`ResponseCache.__len__` and
+``ocsp_responder_cache_bytes`` follow the number of entries and
 :attr:`ResponseCache.size_bytes` after every change.
 """
 
@@ -150,7 +150,3 @@ class ResponseCache:
     def size_bytes(self) -> int:
         """The sum of the entries' sizes (len(der) + ENTRY_OVERHEAD each), octets."""
         return self._bytes
-
-    def __len__(self) -> int:
-        """Number of cached responses."""
-        return len(self._entries)

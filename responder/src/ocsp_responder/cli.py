@@ -1,17 +1,7 @@
 """Command line: ``ocsp-responder serve | check-config | accept-data | receive``.
 
-``serve`` runs the WSGI app under an embedded gunicorn arbiter in the foreground
-(one process tree, fit for a systemd ``ExecStart``). Signals are gunicorn's:
-
-* SIGHUP: re-read the config file. A config with problems is logged and the running
-  one kept; a good one replaces it in freshly started workers (old ones drain).
-* SIGTERM: graceful stop: stop accepting, finish in-flight requests, exit.
-
-Before anything else ``serve`` makes ``[server] metrics_dir`` prometheus_client's
-multiprocess directory (emptied of the ``*.db`` files of an earlier run), so the
-metrics of all workers add up; gunicorn's ``child_exit`` hook forgets the gauges of
-a worker that exited (:mod:`ocsp_responder.metrics`). A directory ``serve`` made
-under the system's temporary directory is removed when it stops.
+``serve`` runs the responder under an embedded gunicorn arbiter in the foreground
+(:mod:`ocsp_responder.server`: signals, workers, metrics directory).
 
 ``check-config`` loads everything read-only (nothing is written to ``state_dir``),
 prints one line per issuer with its data expiry and signer notAfter, and fails when
@@ -34,18 +24,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from . import metrics, receive
 from .config import RANGES, ConfigError, read_config
-from .http import OCSPApp
 from .issuers import load_ca_certificate, status_parts
-from .responder import build_responder
+from .loader import load_service, print_problems, setup_logging
 from .snapshot import SnapshotError, override
 from .sources import SourceError
 from .status_data import utc_now
@@ -72,15 +59,15 @@ def check_config(path: str, allow_unfetched: bool = False) -> int:
         (problems go to stderr).
     """
     try:
-        responder = build_responder(path, persist=False)
+        service = load_service(path, persist=False)
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         return 1
     status = 0
     now = utc_now()
-    for issuer in responder.issuers.issuers:
+    for issuer in service.issuers.issuers:
         print(issuer.describe())
-        for warning in issuer.warnings():
+        for warning in issuer.warnings(now):
             print(f"warning: {warning}", file=sys.stderr)
         data = issuer.data
         excused = allow_unfetched and data.pending
@@ -120,18 +107,18 @@ def accept_data(path: str, name: str) -> int:
         0 when accepted; 1 for an unknown issuer, a config problem or files that
         cannot be used.
     """
-    _setup_logging("info")
+    setup_logging("info")
     try:
         config, problems = read_config(path)
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         return 1
     found = [cfg for cfg in config.issuers if cfg.name == name]
     if not found:
         problems.add("issuer", f"no issuer named {name!r}")
     ca = load_ca_certificate(found[0], problems) if found else None
     if ca is None or problems.lines:
-        _print_problems(ConfigError(problems.lines))
+        print_problems(ConfigError(problems.lines))
         return 1
     source, store = status_parts(found[0], ca, config.server.state_dir)
     now = utc_now()
@@ -192,11 +179,11 @@ def fetch_crls(path: str, once: bool, issuer: str | None) -> int:
     try:
         config, problems = read_config(path)
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         return 2
     targets = fetch.fetch_targets(config, problems, issuer)
     if problems.lines:
-        _print_problems(ConfigError(problems.lines))
+        print_problems(ConfigError(problems.lines))
         return 2
     fetcher = fetch.Fetcher()
     if once:
@@ -209,7 +196,7 @@ def fetch_crls(path: str, once: bool, issuer: str | None) -> int:
             print("no CRL URLs configured (crl sources' urls): nothing to fetch", file=sys.stderr)
         return 1 if failed else 0
 
-    _setup_logging(config.server.log_level)
+    setup_logging(config.server.log_level)
 
     def stop(signum: int, frame: object) -> None:
         raise _Stop
@@ -233,145 +220,11 @@ def fetch_crls(path: str, once: bool, issuer: str | None) -> int:
     return 0
 
 
-def _print_problems(exc: ConfigError) -> None:
-    for line in exc.problems:
-        print(line, file=sys.stderr)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )
-    logging.getLogger("ocsp_responder").setLevel(getattr(logging, level.upper()))
-
-
-def serve(path: str, bind: str | None, workers: int | None) -> int:
-    """Run the responder under gunicorn until SIGTERM/SIGINT.
-
-    Args:
-        path: the config file.
-        bind: overrides ``server.bind``.
-        workers: overrides ``server.workers``.
-
-    Returns:
-        The exit code (1 when the initial config is invalid or the metrics directory
-        cannot be used).
-    """
-    _setup_logging("info")
-    try:
-        configured = read_config(path)[0].server.metrics_dir  # problems: reported below
-    except ConfigError as exc:
-        _print_problems(exc)
-        return 1
-    metrics_dir = configured or metrics.default_dir()
-    # made by default_dir() under the temporary directory: ours to remove at exit
-    temporary = configured is None and not os.environ.get("RUNTIME_DIRECTORY")
-    owner = os.getpid()
-    try:
-        return _serve(path, bind, workers, metrics_dir, configured)
-    finally:
-        if temporary and os.getpid() == owner:  # not in a gunicorn worker leaving
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _serve(
-    path: str,
-    bind: str | None,
-    workers: int | None,
-    metrics_dir: Path,
-    configured: Path | None,
-) -> int:
-    """:func:`serve` once the metrics directory is chosen."""
-    try:
-        metrics.use_multiprocess_dir(metrics_dir)
-    except metrics.MetricsDirError as exc:
-        print(f"{path}: server.metrics_dir: cannot use {exc}", file=sys.stderr)
-        return 1
-    log.info("metrics of all processes are kept in %s", metrics_dir)
-    try:
-        app = OCSPApp(build_responder(path))
-    except ConfigError as exc:
-        _print_problems(exc)
-        return 1
-    _setup_logging(app.responder.config.server.log_level)
-    now = utc_now()
-    for issuer in app.responder.issuers.issuers:
-        log.info("%s", issuer.describe())
-        for warning in issuer.warnings():
-            log.warning("%s", warning)
-        problem = issuer.unavailable(now)
-        if problem is not None:
-            log.error("answering tryLater: %s", problem)
-    from gunicorn.app.base import BaseApplication
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        """gunicorn embedded: the app is built in the arbiter, workers inherit it."""
-
-        def __init__(self) -> None:
-            self.app = app
-            super().__init__()
-
-        def load_config(self) -> None:
-            if getattr(self, "loaded", False):  # SIGHUP: re-read the file
-                try:
-                    self.app = OCSPApp(build_responder(path))
-                except ConfigError as exc:
-                    log.error("reload refused, keeping the running config:\n%s", exc)
-                else:
-                    log.info("reloaded config %s", path)
-                    if self.app.responder.config.server.metrics_dir != configured:
-                        log.warning(
-                            "server.metrics_dir changed: it takes effect at the next start; "
-                            "metrics stay in %s",
-                            metrics_dir,
-                        )
-            self.loaded = True
-            server = self.app.responder.config.server
-            settings: dict[str, Any] = {
-                "bind": [bind or server.bind],
-                "workers": workers or server.workers,
-                # gthread keeps nginx's upstream connections alive (sync workers close
-                # every connection, which costs more than the response itself).
-                "worker_class": "gthread",
-                "threads": server.threads,
-                "timeout": 30,
-                "graceful_timeout": 10,
-                "keepalive": 5,
-                "limit_request_line": 8190,
-                "loglevel": server.log_level,
-                "errorlog": "-",
-                "accesslog": "-" if server.access_log else None,
-                "proc_name": "ocsp-responder",
-                "post_worker_init": _start_watcher,
-                "child_exit": _child_exit,
-                # gunicorn >= 27 opens a control socket under $HOME; a service has no use
-                # for it (and ProtectHome= forbids it).
-                "control_socket_disable": True,
-            }
-            for key, value in settings.items():
-                if key in self.cfg.settings:  # skip settings this gunicorn version lacks
-                    self.cfg.set(key, value)
-
-        def load(self) -> OCSPApp:
-            return self.app
-
-    def _start_watcher(worker: Any) -> None:  # noqa: ANN401 (gunicorn Worker, untyped)
-        worker.wsgi.responder.watcher.ensure_running()
-
-    def _child_exit(server: Any, worker: Any) -> None:  # noqa: ANN401 (gunicorn, untyped)
-        metrics.mark_process_dead(worker.pid)
-
-    Server().run()
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ocsp-responder`` console script; returns the exit code."""
     parser = argparse.ArgumentParser(prog="ocsp-responder", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the OCSP responder under gunicorn")
+    serve_cmd = commands.add_parser("serve", help="run the OCSP responder (embedded gunicorn)")
     serve_cmd.add_argument("--config", required=True, help="TOML configuration file")
     serve_cmd.add_argument("--bind", help="HOST:PORT or unix:PATH (overrides server.bind)")
     serve_cmd.add_argument(
@@ -425,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = RANGES["server.workers"].check(args.workers)
         if problem:
             parser.error(f"--workers {problem}")
+    from .server import serve  # imports gunicorn: only for this command
+
     return serve(args.config, args.bind, args.workers)
 
 

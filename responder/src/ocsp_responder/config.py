@@ -120,6 +120,32 @@ NAME_RE = PATTERNS["issuer.name"]
 SOURCE_KINDS = CHOICES["issuer.source.kind"]
 
 
+#: The longest request line the embedded HTTP server (gunicorn) can accept, octets.
+MAX_REQUEST_LINE = 8190
+#: What a request line holds beside its target: ``HEAD `` and `` HTTP/1.1``.
+REQUEST_LINE_OVERHEAD = len("HEAD ") + len(" HTTP/1.1")
+
+
+def max_request_target(max_request_size: int) -> int:
+    """The longest GET request target answered, characters; a longer one gets HTTP 414.
+
+    4/3 x ``max_request_size`` (base64) + 1024 (a path prefix, percent-escapes), but at
+    most what the embedded server's request line can hold (:data:`MAX_REQUEST_LINE`
+    minus :data:`REQUEST_LINE_OVERHEAD`: 8176).
+
+    Args:
+        max_request_size: ``[server] max_request_size``, octets.
+    """
+    return min(max_request_size * 4 // 3 + 1024, MAX_REQUEST_LINE - REQUEST_LINE_OVERHEAD)
+
+
+def request_line_limit(max_request_size: int) -> int:
+    """gunicorn's ``limit_request_line`` for ``max_request_size``: the request line of
+    the longest target :func:`max_request_target` allows (at most
+    :data:`MAX_REQUEST_LINE`), so a longer target gets the server's HTTP 414."""
+    return max_request_target(max_request_size) + REQUEST_LINE_OVERHEAD
+
+
 class ConfigError(Exception):
     """The configuration (or a file it names) has one or more problems.
 
@@ -159,8 +185,8 @@ class ServerConfig:
     """The ``[server]`` table: process-wide settings (units in the field names' docs).
 
     Attributes:
-        bind: gunicorn listen address, ``HOST:PORT`` or ``unix:PATH``.
-        workers: gunicorn worker processes.
+        bind: listen address, ``HOST:PORT`` or ``unix:PATH``.
+        workers: worker processes.
         threads: connections each worker serves concurrently (gunicorn gthread).
         max_request_size: largest accepted request body, octets.
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
@@ -396,26 +422,8 @@ def _matches(key: str) -> Callable[[str], str | None]:
     return lambda value: None if pattern.match(value) else rule
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a configuration file.
-
-    Args:
-        path: the TOML file.
-
-    Returns:
-        The validated :class:`Config`, with every path made absolute.
-
-    Raises:
-        ConfigError: the file is missing, is not valid TOML (with line and column), or has
-            one or more problems; every problem is listed with its key path.
-    """
-    config, problems = read_config(path)
-    problems.raise_if_any()
-    return config
-
-
 def read_config(path: str | Path) -> tuple[Config, Problems]:
-    """Like :func:`load_config`, but return the problems instead of raising for them.
+    """Read and validate a configuration file, returning the problems found.
 
     The returned config holds the server settings (defaults where a key was bad) and
     the issuer entries that are valid, so that a caller can go on checking those and
@@ -445,7 +453,7 @@ def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
     table = _Table(raw, "server", problems)
     d = ServerConfig()
     server = ServerConfig(
-        bind=table.get("bind", str, d.bind, _check_bind),
+        bind=table.get("bind", str, d.bind, check_bind),
         workers=table.get("workers", int, d.workers, _bound("server.workers")),
         threads=table.get("threads", int, d.threads, _bound("server.threads")),
         max_request_size=table.get(
@@ -485,7 +493,9 @@ def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
     return server
 
 
-def _check_bind(value: str) -> str | None:
+def check_bind(value: str) -> str | None:
+    """None for a ``[server] bind`` value ``HOST:PORT`` (port 1..65535; HOST may be
+    a bracketed IPv6 address) or ``unix:PATH``, else the problem."""
     if value.startswith("unix:") and len(value) > 5:
         return None
     host, sep, port = value.rpartition(":")

@@ -1,34 +1,15 @@
 """The WSGI application: OCSP over HTTP (RFC 6960 appendix A, RFC 5019/9919 section 5).
 
-* ``POST`` any path, body = DER OCSPRequest (``application/ocsp-request``; the
-  Content-Type is not enforced). A body over ``max_request_size`` octets -> 413.
-* ``GET`` (and ``HEAD``) ``/{prefix/}{url-encoded base64 DER}``: the request is the
-  longest tail of the path that decodes (see :func:`der_from_path`). A path over
-  4/3 x ``max_request_size`` + 1024 characters -> 414.
-* Any other method -> 405 with ``Allow: GET, HEAD, POST``.
-* Paths under ``/-/`` (``PATH_INFO``) are the monitoring endpoints, for every
-  method, before any OCSP decoding (:mod:`ocsp_responder.monitoring`).
+What each request gets (methods, GET path forms, the HTTP errors 400/405/413/414, the
+caching headers, 304) is the table "Protocol details" in the project's README.md.
+Paths under ``/-/`` (``PATH_INFO``) are the monitoring endpoints, for every method,
+before any OCSP decoding (:mod:`ocsp_responder.monitoring`).
 
-OCSP-level errors are HTTP 200 with an OCSP error body (as RFC 6960 clients expect).
-Headers on successful responses without a nonce (RFC 5019 section 6.2 / RFC 9919)::
-
-    Cache-Control: max-age=N, public, no-transform, must-revalidate
-    Last-Modified: <thisUpdate>    Expires: <nextUpdate>    ETag: "<strong tag>"
-
-where N = min(seconds until nextUpdate, ``http_cache_max_age``); ``If-None-Match``
-with a matching tag -> 304. Nonce responses and error responses carry
-``Cache-Control: no-cache, no-store`` so no cache keeps them.
-
-No exception reaches the WSGI server (so nothing a client sends yields HTTP 500):
-
-* a request that does not decode -> ``malformedRequest`` (logged at INFO);
-* a POST body that cannot be read (broken chunked encoding, a client gone) -> 400;
-* any other exception -> ``internalError`` (HTTP 200, no-store), its cause (type,
-  message, innermost frame; never a traceback) logged at ERROR once per distinct
-  type + message per ERROR_LOG_INTERVAL (60 s), with the number of repeats not
-  logged since.
-
-Client-supplied text in log lines is escaped and cut to LOG_CLIP (200) characters.
+No exception reaches the WSGI server, so nothing a client sends yields HTTP 500: an
+unexpected exception becomes ``internalError`` (HTTP 200, no-store), its cause (type,
+message, innermost frame; never a traceback) logged at ERROR once per distinct type +
+message per ERROR_LOG_INTERVAL (60 s) by :class:`ErrorLog`. Client-supplied text in
+log lines is escaped and cut to LOG_CLIP (200) characters.
 
 Every OCSP request (not the ``/-/`` endpoints) is counted in
 ``ocsp_responder_requests_total{method, response}`` and timed in
@@ -45,16 +26,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import metrics
+from .config import max_request_target
 from .monitoring import PREFIX as MONITORING_PREFIX
 from .monitoring import Monitoring
 from .request import MalformedRequest, Request, decode_request
-from .responder import INTERNAL_ERROR, MALFORMED_REQUEST, Answer, Responder, build_responder
+from .responder import INTERNAL_ERROR, MALFORMED_REQUEST, Answer, Responder
+from .status_data import Clock, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -220,22 +202,42 @@ _URLSAFE = str.maketrans("-_", "+/")
 
 
 class OCSPApp:
-    """WSGI callable serving a :class:`~ocsp_responder.responder.Responder`.
+    """WSGI callable (PEP 3333) serving a :class:`~ocsp_responder.responder.Responder`.
+
+    Built by :func:`ocsp_responder.loader.load_service` (or :func:`make_app`).
 
     Args:
         responder: answers decoded requests.
+        monitoring: answers the ``/-/`` paths.
+        max_request_size: largest POST body, octets (larger: 413); GET request
+            targets longer than :func:`~ocsp_responder.config.max_request_target` of
+            it get 414.
+        http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
+        prepare: called before every request (the status watcher's
+            ``ensure_running``: it starts the reload thread in each forked worker).
+        clock: returns the current time, aware UTC (max-age is counted from it).
     """
 
-    def __init__(self, responder: Responder) -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        monitoring: Monitoring,
+        *,
+        max_request_size: int,
+        http_cache_max_age: int,
+        prepare: Callable[[], None] = lambda: None,
+        clock: Clock = utc_now,
+    ) -> None:
         self.responder = responder
-        server = responder.config.server
-        self.max_request_size = server.max_request_size
-        self.max_path = server.max_request_size * 4 // 3 + 1024
-        self.http_cache_max_age = server.http_cache_max_age
+        self.monitoring = monitoring
+        self.max_request_size = max_request_size
+        self.max_path = max_request_target(max_request_size)
+        self.http_cache_max_age = http_cache_max_age
+        self.prepare = prepare
+        self.clock = clock
         self.errors = ErrorLog(log)
         self.metric_errors = ErrorLog(log, what="metrics not updated")
         self.monitoring_errors = ErrorLog(log, what="monitoring endpoint failed (HTTP 500)")
-        self.monitoring = Monitoring(responder)
         found = metrics.get()
         self._requests = found.requests
         self._duration = found.request_duration
@@ -254,7 +256,7 @@ class OCSPApp:
         method = environ.get("REQUEST_METHOD", "GET")
         response: str | None
         try:
-            self.responder.watcher.ensure_running()
+            self.prepare()
             body, response = self._serve(environ, start_response, method)
         except Exception as exc:
             self.errors.report(exc)
@@ -360,7 +362,7 @@ class OCSPApp:
         if signed is None or not answer.cacheable:
             headers = [("Cache-Control", NO_STORE)]
         else:
-            seconds = int((signed.next_update - datetime.now(UTC)).total_seconds())
+            seconds = int((signed.next_update - self.clock()).total_seconds())
             max_age = max(0, min(seconds, self.http_cache_max_age))
             headers = [
                 ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
@@ -406,7 +408,8 @@ def _plain(
 def make_app(config_path: str | Path) -> OCSPApp:
     """Build the WSGI app from a config file, for any WSGI server.
 
-    The status-file watcher starts with the first request in each process.
+    The status-file watcher starts with the first request in each process. The same
+    as ``load_service(config_path).app`` (:func:`ocsp_responder.loader.load_service`).
 
     Args:
         config_path: the TOML configuration.
@@ -417,4 +420,6 @@ def make_app(config_path: str | Path) -> OCSPApp:
     Raises:
         ConfigError: the configuration or a file it names has problems.
     """
-    return OCSPApp(build_responder(config_path))
+    from .loader import load_service
+
+    return load_service(config_path).app

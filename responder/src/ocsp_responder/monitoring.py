@@ -27,9 +27,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
-from .issuers import Issuer
-from .responder import Responder
+from .config import ServerConfig
+from .issuers import Issuer, IssuerSet
 from .snapshot import Snapshot
+from .status_data import Clock, utc_now
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -74,7 +75,7 @@ def issuer_health(issuer: Issuer, now: datetime, snap: Snapshot) -> dict[str, An
     return {
         "name": issuer.name,
         "source": data.source.kind,
-        "paths": [str(path) for path in data.source.paths],
+        "paths": [str(path) for path in data.source.files.paths],
         "serials": len(snap.served),
         "generation": snap.generation,
         "last_success": _iso(snap.accepted_at),
@@ -87,17 +88,16 @@ def issuer_health(issuer: Issuer, now: datetime, snap: Snapshot) -> dict[str, An
     }
 
 
-def health(responder: Responder) -> tuple[bool, dict[str, Any]]:
-    """Every issuer's state after :meth:`StatusData.sync`.
+def health(issuers: IssuerSet, now: datetime) -> tuple[bool, dict[str, Any]]:
+    """Every issuer's state at ``now`` after :meth:`StatusData.sync`.
 
     Returns:
         (True when every issuer can vouch now, the JSON report).
     """
-    snaps = [issuer.data.sync() for issuer in responder.issuers.issuers]
-    now = responder.clock()
+    snaps = [issuer.data.sync() for issuer in issuers.issuers]
     entries = [
         issuer_health(issuer, now, snap)
-        for issuer, snap in zip(responder.issuers.issuers, snaps, strict=True)
+        for issuer, snap in zip(issuers.issuers, snaps, strict=True)
     ]
     ok = all(entry["available"] for entry in entries)
     return ok, {"status": "ok" if ok else "unavailable", "issuers": entries}
@@ -111,21 +111,24 @@ class IssuerCollector:
     synced first, is the service's.
 
     Args:
-        responder: whose issuers to describe.
+        issuers: the issuers to describe.
+        server: the ``[server]`` settings (the alert windows are exported too).
+        clock: returns the current time, aware UTC.
     """
 
-    def __init__(self, responder: Responder) -> None:
-        self.responder = responder
+    def __init__(self, issuers: IssuerSet, server: ServerConfig, clock: Clock) -> None:
+        self.issuers = issuers
+        self.server = server
+        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
         """The gauge families, one sample per issuer."""
         from prometheus_client.core import GaugeMetricFamily
 
-        responder = self.responder
-        server = responder.config.server
-        issuers = responder.issuers.issuers
+        server = self.server
+        issuers = self.issuers.issuers
         snaps = [issuer.data.sync() for issuer in issuers]
-        now = responder.clock()
+        now = self.clock()
         p = metrics.PREFIX
 
         def family(name: str, text: str) -> GaugeMetricFamily:
@@ -170,15 +173,18 @@ class IssuerCollector:
 
 
 class Monitoring:
-    """Answers the ``/-/`` paths for one :class:`Responder`.
+    """Answers the ``/-/`` paths (health and metrics) for a set of issuers.
 
     Args:
-        responder: the responder whose state is reported.
+        issuers: the issuers whose state is reported.
+        server: the ``[server]`` settings.
+        clock: returns the current time, aware UTC.
     """
 
-    def __init__(self, responder: Responder) -> None:
-        self.responder = responder
-        self._registry = metrics.scrape_registry([IssuerCollector(responder)])
+    def __init__(self, issuers: IssuerSet, server: ServerConfig, clock: Clock = utc_now) -> None:
+        self.issuers = issuers
+        self.clock = clock
+        self._registry = metrics.scrape_registry([IssuerCollector(issuers, server, clock)])
 
     def answer(self, method: str, path: str, query: str) -> Reply:
         """The answer to ``method`` on ``path`` (under ``/-/``) with query string ``query``."""
@@ -195,7 +201,7 @@ class Monitoring:
             from prometheus_client import generate_latest
 
             return _reply("200 OK", METRICS_TYPE, generate_latest(self._registry))
-        ok, report = health(self.responder)
+        ok, report = health(self.issuers, self.clock())
         status = "200 OK" if ok else "503 Service Unavailable"
         if _brief(query):
             return _reply(status, TEXT_TYPE, b"ok\n" if ok else b"unavailable\n")

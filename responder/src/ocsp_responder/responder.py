@@ -4,21 +4,10 @@ Modelled on Boulder's and CFSSL's responders: the HTTP layer hands over request 
 and gets back response bytes plus what it needs for caching headers; issuer lookup,
 status, pre-signed cache and live signing happen here.
 
-==============================  ==========================================
-request                         answer
-==============================  ==========================================
-undecodable / several CertIDs   malformedRequest
-/ bad nonce / unknown critical
-extension
-CertID of an issuer we do not   unauthorized (RFC 6960 section 2.3)
-serve (or another hash algo)
-known issuer whose data is      tryLater (RFC 6960 section 2.3); an ERROR is
-past its expiry (+ grace), or   logged once per change of that state
-whose signer is not valid now
-known issuer, no nonce          successful, pre-signed (cache) or signed now
-known issuer, nonce             successful, signed now with the nonce echoed
-anything raising unexpectedly   internalError (cause logged by the HTTP layer)
-==============================  ==========================================
+Which answer each request gets (malformedRequest, unauthorized, tryLater, successful
+with or without a nonce, internalError) is the table "Protocol details" in the
+project's README.md; how a certificate's status is decided is its section "How
+certificate status is decided".
 
 Metrics (:mod:`ocsp_responder.metrics`): successful answers by issuer and
 certificate status, tryLater answers by issuer, cache hits and misses (requests
@@ -36,18 +25,16 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from cryptography.x509 import ocsp
 
 from . import metrics
 from .cache import ResponseCache
-from .config import Config, read_config
-from .issuers import Issuer, IssuerSet, load_issuers
+from .issuers import Issuer, IssuerSet
 from .request import Request
 from .signing import SignedResponse, sign_response, unsuccessful
 from .snapshot import Snapshot
-from .status_data import Clock, DataWatcher, utc_now
+from .status_data import Clock, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +78,18 @@ class Responder:
     """Answers OCSP requests for a set of issuers.
 
     Args:
-        config: the validated configuration.
         issuers: the loaded issuers (with their status data).
-        clock: returns the current time, aware UTC.
+        cache: where pre-signed responses are kept.
+        clock: returns the current time, aware UTC (thisUpdate, producedAt, and the
+            validity checks of data and signer all use it).
     """
 
-    def __init__(self, config: Config, issuers: IssuerSet, clock: Clock = utc_now) -> None:
-        self.config = config
+    def __init__(self, issuers: IssuerSet, cache: ResponseCache, clock: Clock = utc_now) -> None:
         self.issuers = issuers
         self.clock = clock
         self._unavailable: dict[str, str] = {}
         self._state_lock = threading.Lock()
-        self.cache = ResponseCache(
-            config.server.cache_size, config.server.cache_bytes, config.server.refresh_fraction
-        )
-        self.watcher = DataWatcher(
-            [issuer.data for issuer in issuers.issuers], config.server.reload_interval
-        )
+        self.cache = cache
         found = metrics.get()
         self._issuer_metrics = {
             issuer.name: found.issuer(issuer.name) for issuer in issuers.issuers
@@ -185,26 +167,3 @@ class Responder:
                 log.error("answering tryLater: %s", problem)
         return problem is None
 
-
-def build_responder(
-    config_path: str | Path, *, persist: bool = True, check_validity: bool = False
-) -> Responder:
-    """Load a config file and everything it names into a ready :class:`Responder`.
-
-    The data watcher is not started (see :meth:`DataWatcher.ensure_running`).
-
-    Args:
-        config_path: the TOML file.
-        persist: keep accepted status data in ``[server] state_dir`` (``serve``);
-            False reads without writing anything (``check-config``).
-        check_validity: treat a signer outside its validity period as a config
-            problem; ``serve`` starts anyway and answers tryLater for that issuer.
-
-    Raises:
-        ConfigError: every problem found, with file and key path.
-    """
-    config, problems = read_config(config_path)
-    issuers = load_issuers(
-        config, problems=problems, persist=persist, check_validity=check_validity
-    )
-    return Responder(config, issuers)

@@ -1,0 +1,190 @@
+"""``ocsp-responder serve``: the WSGI app under an embedded gunicorn arbiter.
+
+One process tree in the foreground, fit for a systemd ``ExecStart``: the arbiter
+builds the service (:func:`ocsp_responder.loader.load_service`) and forks
+``[server] workers`` workers (gthread, ``threads`` connections each) that inherit
+it; a worker that dies is replaced. Signals are gunicorn's:
+
+* SIGHUP: re-read the config file. A config with problems is logged and the running
+  one kept; a good one replaces it in freshly started workers (old ones drain).
+* SIGTERM: graceful stop: stop accepting, finish in-flight requests, exit.
+
+Before anything else ``serve`` makes ``[server] metrics_dir`` prometheus_client's
+multiprocess directory (emptied of the ``*.db`` files of an earlier run), so the
+metrics of all workers add up; gunicorn's ``child_exit`` hook forgets the gauges of
+a worker that exited (:mod:`ocsp_responder.metrics`). A directory ``serve`` made
+under the system's temporary directory is removed when it stops.
+
+HTTP limits: the request line is limited to
+:func:`~ocsp_responder.config.request_line_limit` of ``max_request_size`` (a longer
+GET target gets HTTP 414 from gunicorn); bodies are bounded by the app (413).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from . import metrics
+from .config import ConfigError, read_config, request_line_limit
+from .loader import Service, load_service, print_problems, setup_logging
+from .status_data import utc_now
+
+log = logging.getLogger("ocsp_responder")
+
+#: gunicorn's worker timeout, graceful stop timeout and keep-alive, seconds.
+WORKER_TIMEOUT = 30
+GRACEFUL_TIMEOUT = 10
+KEEPALIVE = 5
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn embedded: the service is built in the arbiter, workers inherit it.
+
+    Args:
+        path: the config file (re-read on SIGHUP).
+        service: the service built from it at start.
+        bind: overrides ``[server] bind`` (None: the config's).
+        workers: overrides ``[server] workers`` (None: the config's).
+        metrics_dir: the multiprocess metrics directory in use (fixed until restart).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        service: Service,
+        *,
+        bind: str | None,
+        workers: int | None,
+        metrics_dir: Path,
+    ) -> None:
+        self.path = path
+        self.service = service
+        self.bind = bind
+        self.workers = workers
+        self.metrics_dir = metrics_dir
+        self.started_metrics_dir = service.config.server.metrics_dir
+        self.loaded = False
+        super().__init__()
+
+    def load_config(self) -> None:
+        """gunicorn's hook, at start and on SIGHUP: (re)build the service, apply settings."""
+        if self.loaded:  # SIGHUP: re-read the file
+            self._reload()
+        self.loaded = True
+        server = self.service.config.server
+        settings: dict[str, Any] = {
+            "bind": [self.bind or server.bind],
+            "workers": self.workers or server.workers,
+            # gthread keeps nginx's upstream connections alive (sync workers close
+            # every connection, which costs more than the response itself).
+            "worker_class": "gthread",
+            "threads": server.threads,
+            "timeout": WORKER_TIMEOUT,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
+            "keepalive": KEEPALIVE,
+            "limit_request_line": request_line_limit(server.max_request_size),
+            "loglevel": server.log_level,
+            "errorlog": "-",
+            "accesslog": "-" if server.access_log else None,
+            "proc_name": "ocsp-responder",
+            "post_worker_init": _start_watcher,
+            "child_exit": _child_exit,
+            # gunicorn >= 27 opens a control socket under $HOME; a service has no use
+            # for it (and ProtectHome= forbids it).
+            "control_socket_disable": True,
+        }
+        for key, value in settings.items():
+            if key in self.cfg.settings:  # skip settings this gunicorn version lacks
+                self.cfg.set(key, value)
+
+    def _reload(self) -> None:
+        """Replace the service with one built from the file; keep it on problems."""
+        try:
+            service = load_service(self.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config:\n%s", exc)
+            return
+        log.info("reloaded config %s", self.path)
+        if service.config.server.metrics_dir != self.started_metrics_dir:
+            log.warning(
+                "server.metrics_dir changed: it takes effect at the next start; "
+                "metrics stay in %s",
+                self.metrics_dir,
+            )
+        self.service = service
+
+    def load(self) -> Any:  # noqa: ANN401 (the WSGI callable, as gunicorn types it)
+        """gunicorn's hook in each worker: the WSGI app."""
+        return self.service.app
+
+
+def _start_watcher(worker: Any) -> None:  # noqa: ANN401 (gunicorn Worker, untyped)
+    """post_worker_init: start the status watcher before the worker serves."""
+    worker.wsgi.prepare()
+
+
+def _child_exit(server: Any, worker: Any) -> None:  # noqa: ANN401 (gunicorn, untyped)
+    """child_exit: forget the gauges of a worker that exited."""
+    metrics.mark_process_dead(worker.pid)
+
+
+def serve(path: str, bind: str | None, workers: int | None) -> int:
+    """Run the responder under gunicorn until SIGTERM/SIGINT.
+
+    Args:
+        path: the config file.
+        bind: overrides ``server.bind``.
+        workers: overrides ``server.workers``.
+
+    Returns:
+        The exit code (1 when the initial config is invalid or the metrics directory
+        cannot be used).
+    """
+    setup_logging("info")
+    try:
+        configured = read_config(path)[0].server.metrics_dir  # problems: reported below
+    except ConfigError as exc:
+        print_problems(exc)
+        return 1
+    metrics_dir = configured or metrics.default_dir()
+    # made by default_dir() under the temporary directory: ours to remove at exit
+    temporary = configured is None and not os.environ.get("RUNTIME_DIRECTORY")
+    owner = os.getpid()
+    try:
+        return _serve(path, bind, workers, metrics_dir)
+    finally:
+        if temporary and os.getpid() == owner:  # not in a gunicorn worker leaving
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(path: str, bind: str | None, workers: int | None, metrics_dir: Path) -> int:
+    """:func:`serve` once the metrics directory is chosen."""
+    try:
+        metrics.use_multiprocess_dir(metrics_dir)
+    except metrics.MetricsDirError as exc:
+        print(f"{path}: server.metrics_dir: cannot use {exc}", file=sys.stderr)
+        return 1
+    log.info("metrics of all processes are kept in %s", metrics_dir)
+    try:
+        service = load_service(path)
+    except ConfigError as exc:
+        print_problems(exc)
+        return 1
+    setup_logging(service.config.server.log_level)
+    now = utc_now()
+    for issuer in service.issuers.issuers:
+        log.info("%s", issuer.describe())
+        for warning in issuer.warnings(now):
+            log.warning("%s", warning)
+        problem = issuer.unavailable(now)
+        if problem is not None:
+            log.error("answering tryLater: %s", problem)
+    GunicornServer(path, service, bind=bind, workers=workers, metrics_dir=metrics_dir).run()
+    return 0
