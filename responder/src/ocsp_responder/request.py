@@ -7,35 +7,15 @@ microseconds for a typical 100-octet request, where pyasn1 with
 pyasn1-alt-modules takes about 200-450. Every exception raised while decoding or
 inspecting a request becomes one :class:`MalformedRequest`, which the HTTP layer
 answers with the OCSP status ``malformedRequest``; nothing a client sends reaches
-the signer or the cache unless it passes all of the checks below.
+the signer or the cache unless it passes every check.
 
-Documented answers for requests outside the lightweight profile (RFC 5019/9919):
-
-* undecodable DER, or any failure while inspecting the decoded request (such as two
-  extensions with the same OID, which RFC 5280 section 4.2 forbids):
-  ``malformedRequest``.
-* a version other than v1 (RFC 6960 section 4.1.1 defines only v1):
-  ``malformedRequest``.
-* several CertIDs in one request: ``malformedRequest`` (RFC 5019 section 2.1.1: a
-  request carries exactly one Request).
-* a CertID hash algorithm other than SHA-1, SHA-224/256/384/512 (what the library
-  knows), or an issuerNameHash or issuerKeyHash whose length is not that algorithm's
-  digest size: ``malformedRequest``.
-* a negative serial number, or one of more than MAX_SERIAL_OCTETS (22) content
-  octets in two's complement: ``malformedRequest``. RFC 5280 section 4.1.2.2 caps
-  serials at 20 octets; the 2 octets of slack admit a 20-octet value whose top bit
-  needs a leading zero octet, and CAs slightly out of profile. Such a request is
-  never signed nor cached (a 9,000-octet serial would otherwise make an
-  18,000-octet cache entry).
-* a signed request (optionalSignature): answered like an unsigned one; the signature
-  is not checked (RFC 6960 section 4.1.2 leaves signed requests optional).
-* request extensions (requestExtensions): the nonce is echoed (1 .. 128 octets,
-  RFC 9654 section 2.1; an empty or longer nonce is ``malformedRequest``); other
-  non-critical extensions are ignored; an unrecognised *critical* extension is
-  ``malformedRequest`` (RFC 5280 section 4.2 semantics).
-* singleRequestExtensions (RFC 6960 sections 4.1.2 and 4.4): none is implemented
-  (not even the service locator, 4.4.6); non-critical ones are ignored, a critical
-  one is ``malformedRequest``.
+Which requests get ``malformedRequest`` (and which are answered although outside the
+lightweight profile of RFC 5019/9919) is the table "Protocol details" in the
+project's README.md. A serial is limited to MAX_SERIAL_OCTETS (22) content octets in
+two's complement: RFC 5280 section 4.1.2.2 caps serials at 20 octets; the 2 octets of
+slack admit a 20-octet value whose top bit needs a leading zero octet, and CAs
+slightly out of profile, while a 9,000-octet serial never makes an 18,000-octet cache
+entry.
 """
 
 from __future__ import annotations

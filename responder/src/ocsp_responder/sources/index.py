@@ -4,39 +4,12 @@ Each line has six tab-separated fields (see ``openssl-ca(1)`` and ``apps/ca.c``)
 
     status  expiry  revocation  serial  filename  subject
 
-==========  =====================================  ===============================
-row         meaning                                OCSP answer
-==========  =====================================  ===============================
-``V``       valid                                  good
-``E``       expired (``openssl ca -updatedb``)     good (issued and not revoked;
-                                                   RFC 6960 lets "good" cover it)
-``R``       revoked                                revoked, with revocationTime
-                                                   and revocationReason
-absent      serial never issued by this CA         unknown (CA/B Forum BRs: a
-                                                   non-issued serial is never good)
-==========  =====================================  ===============================
-
+What each row gives (``V``, ``E``, ``R``, absent) and which revocation reasons are
+read is the table "How certificate status is decided" in the project's README.md.
 The revocation field is ``TIME[,REASON[,EXTRA]]`` with TIME in UTCTime
-(``YYMMDDHHMMSSZ``) or GeneralizedTime (``YYYYMMDDHHMMSSZ``) form. REASON is one of
+(``YYMMDDHHMMSSZ``) or GeneralizedTime (``YYYYMMDDHHMMSSZ``) form and REASON one of
 the names ``openssl ca -crl_reason`` writes (case-insensitive), or one of the forms
-``-crl_hold`` / ``-crl_compromise`` / ``-crl_CA_compromise`` write:
-
-===========================  ==========================================
-REASON in index.txt          revocationReason (RFC 5280 CRLReason)
-===========================  ==========================================
-(none)                       omitted
-``unspecified``              unspecified
-``keyCompromise``            keyCompromise
-``CACompromise``             cACompromise
-``affiliationChanged``       affiliationChanged
-``superseded``               superseded
-``cessationOfOperation``     cessationOfOperation
-``certificateHold``          certificateHold
-``removeFromCRL``            removeFromCRL
-``holdInstruction,OID``      certificateHold (hold instruction ignored)
-``keyTime,TIME``             keyCompromise (compromise time ignored)
-``CAkeyTime,TIME``           cACompromise (compromise time ignored)
-===========================  ==========================================
+``-crl_hold`` / ``-crl_compromise`` / ``-crl_CA_compromise`` write (:data:`REASONS`).
 """
 
 from __future__ import annotations
