@@ -1,6 +1,6 @@
 """Per-request CPU cost of the POST-with-nonce path, layer by layer, in one process.
 
-Run by bench.py with the venv's python in a child process (the responder's
+Run by profiling.py with the venv's python in a child process (the responder's
 status-file watcher thread then ends with it)::
 
     python breakdown.py CONFIG SIGNER_KEY SIGNER_CERT BODIES LENGTHS COUNT

@@ -19,7 +19,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509 import ocsp
 
+import load
 import procs
+from pki import IndexEntry, Pki
 
 #: openssl's names of revocationReason values, as ``openssl ocsp -resp_text`` prints them.
 _TEXT_STATUS = re.compile(r"Cert Status: (\w+)")
@@ -221,6 +223,61 @@ def verify(
     result["problems"] = problems
     result["ok"] = not problems
     return result
+
+
+def samples(mix: load.Mix, expected: dict[int, IndexEntry]) -> list[int]:
+    """Indexes of the first good and the first revoked request of a mix's set."""
+    picked: dict[str, int] = {}
+    for i, serial in enumerate(mix.requests.serials):
+        status = "revoked" if expected[serial].status == "R" else "good"
+        picked.setdefault(status, i)
+        if len(picked) == 2:
+            break
+    return sorted(picked.values())
+
+
+def verify_mix(
+    port: int,
+    mix: load.Mix,
+    *,
+    target: str,
+    signer: str,
+    expected: dict[int, IndexEntry],
+    pki: Pki,
+    record: list[dict[str, object]],
+) -> None:
+    """Check a good and a revoked sample of ``mix`` on ``port``; append each result to ``record``.
+
+    Raises:
+        RuntimeError: a response does not verify or has the wrong status.
+    """
+    client = Client(port)
+    try:
+        for i in samples(mix, expected):
+            der = mix.requests.der(i)
+            serial = mix.requests.serials[i]
+            entry = expected[serial]
+            reply = (
+                client.get(mix.requests.get_path(i)) if mix.method == "get" else client.post(der)
+            )
+            res = verify(
+                der,
+                reply,
+                serial=serial,
+                expected_status="revoked" if entry.status == "R" else "good",
+                expected_reason=entry.reason,
+                root_pem=pki.root_cert,
+                issuer_pem=pki.issuer_cert,
+            )
+            res.update({"target": target, "signer": signer, "mix": mix.name})
+            record.append(res)
+            if not res["ok"]:
+                raise RuntimeError(
+                    f"wrong answer from {target} ({signer}, {mix.name}, "
+                    f"serial {serial:X}): {res['problems']}"
+                )
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------------------

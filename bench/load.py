@@ -130,3 +130,25 @@ def run_wrk(
         "wrk": figures,
         "wrk_output": out.name,
     }
+
+
+def point(
+    port: int,
+    mix: Mix,
+    *,
+    target: str,
+    signer: str,
+    connections: int,
+    duration: float,
+    out_dir: Path,
+    servers: dict[str, procs.Server],
+) -> dict[str, object]:
+    """One measured point; wrk's output goes to ``out_dir/wrk-TARGET-SIGNER-MIX-cN.txt``."""
+    return run_wrk(
+        port,
+        mix,
+        connections=connections,
+        duration=duration,
+        out=out_dir / f"wrk-{target}-{signer}-{mix.name}-c{connections}.txt",
+        servers=servers,
+    )

@@ -1,7 +1,10 @@
-"""Tables, target checks and the profile summary of a benchmark run."""
+"""What a benchmark run prints and writes: progress lines, tables, targets, RUN.json."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,21 @@ TARGETS = [
 ]
 #: revocation visible at the origin within this many milliseconds
 REVOCATION_TARGET_MS = 1000.0
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def log_point(point: dict[str, Any]) -> None:
+    """Progress line of one measured point."""
+    log(
+        f"{point['target']:>7} {point['signer']:>3} {point['mix']:>10} "
+        f"c={point['connections']:<3} "
+        f"{point['rps']:>9.1f} req/s  p50 {point['p50_ms']} ms  p99 {point['p99_ms']} ms"
+        f"  errors {point['errors']}"
+    )
 
 
 def _fmt(value: float | None, width: int, digits: int) -> str:
@@ -177,7 +195,7 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
 
 
 def profile_text(profile: dict[str, Any]) -> str:
-    """The profile section of the printed report (see ``Run.profile`` in bench.py)."""
+    """The profile section of the printed report (see profiling.py)."""
     lines: list[str] = []
     layers = profile.get("layers", {})
     if "error" in layers:
@@ -214,3 +232,73 @@ def profile_text(profile: dict[str, Any]) -> str:
         for frame, value in spy.get("self", [])[:10]:
             lines.append(f"  {value:5.1f}%  {frame[:110]}")
     return "\n".join(lines)
+
+
+def revocation_text(rev: dict[str, Any]) -> str:
+    """The revocation propagation section of the printed report."""
+    lines = [
+        "Revocation propagation (ms from the end of `openssl ca -revoke` to the first 'revoked'):"
+    ]
+    for name in ("origin", "nginx_get", "nginx_post"):
+        if name in rev.get("ours", {}):
+            r = rev["ours"][name]
+            lines.append(
+                f"  ours {name:<11} {r['first_revoked_ms']} (last 'good' at {r['last_good_ms']})"
+            )
+    if "openssl" in rev:
+        r = rev["openssl"]["openssl"]
+        lines.append(
+            f"  openssl ocsp     {r['first_revoked_ms']} (last 'good' at {r['last_good_ms']})"
+        )
+    return "\n".join(lines)
+
+
+def finish(
+    result: dict[str, Any],
+    *,
+    mixes: list[str],
+    signers: list[str],
+    targets: list[str],
+    error: str | None,
+    path: Path,
+) -> Path:
+    """Complete ``result`` (tables, targets, end time, error), write it to ``path``, print it.
+
+    Args:
+        result: the run's RUN.json so far; its ``points`` are every measured point.
+        mixes, signers: the run's, in table order.
+        targets: column groups of the tables (``openssl`` first).
+        error: why the run stopped early, or None.
+        path: the RUN.json to write.
+
+    Returns:
+        ``path``.
+    """
+    points = result["points"]
+    tables = [
+        table(points, mix, signer, targets)
+        for mix in mixes
+        for signer in signers
+        if any(p["mix"] == mix and p["signer"] == signer for p in points)
+    ]
+    result["tables"] = tables
+    result["targets"] = check_targets(points, result.get("revocation"))
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    result["error"] = error
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print()
+    for t in tables:
+        print(t + "\n")
+    rev = result.get("revocation", {})
+    if rev:
+        print(revocation_text(rev))
+    prof = result.get("profile")
+    if prof:
+        print("\n" + profile_text(prof))
+    if result["targets"]:
+        print("\nTargets (highest concurrency):")
+        for t in result["targets"]:
+            mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+            print(f"  {mark:>6}  {t['what']}: {t['figure']} (target {t['target']})")
+    print(f"\nresults: {path}")
+    return path

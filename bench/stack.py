@@ -1,8 +1,8 @@
-"""The two servers under test: ``openssl ocsp`` (peer) and ours (responder + nginx).
+"""Ours, the server under test: the responder and nginx, as the role deploys them.
 
-Ours is configured the way the role deploys it: config.toml rendered from the
-role's own template (roles/ocsp_responder/templates/config.toml.j2) with the role's
-defaults (roles/ocsp_responder/defaults/main.yml), the issuer files laid out like
+Configured the way the role deploys it: config.toml rendered from the role's own
+template (roles/ocsp_responder/templates/config.toml.j2) with the role's defaults
+(roles/ocsp_responder/defaults/main.yml), the issuer files laid out like
 /etc/ocsp-responder/issuers/NAME/{ca.pem,signer.pem,signer.key}, and nginx running
 the project's site template (templates/nginx.conf.j2) inside a main configuration
 that mirrors Debian 12's /etc/nginx/nginx.conf. Both templates are rendered with
@@ -13,7 +13,8 @@ Differences from a deployment, on purpose: everything lives in a per-run tempora
 directory; the responder reads the CA's index.txt directly (the role copies it to
 /var/lib/ocsp-responder/NAME/ with the ``revocation_data`` tag: that publish step
 is not part of what is measured); no systemd sandboxing; nginx listens on a
-loopback port instead of :80.
+loopback port instead of :80. (The peer, ``openssl ocsp``, is in peer.py; what is
+measured on ours beyond wrk points is in ours.py.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,19 @@ def role_defaults(repo: Path) -> dict[str, Any]:
         if not changed:
             break
     return values
+
+
+def missing(repo: Path, venv: Path) -> list[Path]:
+    """What ours needs to run and is not there: the responder, the two templates."""
+    return [
+        p
+        for p in (
+            venv / "bin" / "ocsp-responder",
+            repo / "templates" / "nginx.conf.j2",
+            repo / "roles" / "ocsp_responder" / "templates" / "config.toml.j2",
+        )
+        if not p.exists()
+    ]
 
 
 def write_config(repo: Path, pki: Pki, signer: str, etc: Path, *, bind: str, workers: int) -> Path:
@@ -318,41 +331,3 @@ def start_ours(
     )
     procs.wait_listening(nginx, nginx_port)
     return Ours(origin, nginx, origin_port, nginx_port, config)
-
-
-def peer_argv(pki: Pki, signer: str, port: int, nmin: int) -> list[str]:
-    """The ``openssl ocsp`` responder command line the classic guides use, with -multi 2."""
-    return [
-        "openssl",
-        "ocsp",
-        "-index",
-        str(pki.index),
-        "-CA",
-        str(pki.issuer_cert),
-        "-rsigner",
-        str(pki.signer_cert(signer)),
-        "-rkey",
-        str(pki.signer_key(signer)),
-        "-port",
-        str(port),
-        "-multi",
-        "2",
-        "-nmin",
-        str(nmin),
-    ]
-
-
-def start_peer(
-    processes: procs.Processes, pki: Pki, signer: str, port: int, *, nmin: int = 60, name: str = ""
-) -> tuple[procs.Server, str]:
-    """Start a fresh ``openssl ocsp`` peer and wait for its listening socket (no connect).
-
-    Returns:
-        (the server, the address it bound as the kernel shows it).
-    """
-    server = processes.start(name or f"openssl-{signer}", peer_argv(pki, signer, port, nmin))
-    bound = procs.wait_listening(server, port)
-    deadline = time.monotonic() + 2.0
-    while len(server.group_pids()) < 3 and time.monotonic() < deadline:  # parent + 2 children
-        time.sleep(0.01)
-    return server, bound
