@@ -408,4 +408,6 @@ def cached(cache: Path, leaves: int = 1000, max_age_days: float = 180.0) -> tupl
 def working_copy(pki: Pki, dest: Path) -> Pki:
     """Copy a PKI for one run (revocations during the run must not touch the cache)."""
     shutil.copytree(pki.root, dest, symlinks=True)
-    return Pki(dest)
+    copy = Pki(dest)
+    copy.index.touch()  # data as fresh as the role's revocation_data run leaves it
+    return copy

@@ -133,6 +133,7 @@ def write_config(repo: Path, pki: Pki, signer: str, etc: Path, *, bind: str, wor
             "ansible_managed": "Rendered by bench/stack.py from the role's template",
             "ocsp_responder_bind": bind,
             "ocsp_responder_workers": workers,
+            "ocsp_responder_state_dir": str(etc / "state"),
             "__ocsp_responder_issuers": [
                 {
                     "name": ISSUER_NAME,
@@ -140,6 +141,8 @@ def write_config(repo: Path, pki: Pki, signer: str, etc: Path, *, bind: str, wor
                     "response_validity": defaults["ocsp_responder_response_validity"],
                     "responder_id": defaults["ocsp_responder_responder_id"],
                     "signature_hash": defaults["ocsp_responder_signature_hash"],
+                    "max_data_age": defaults["ocsp_responder_max_data_age"],
+                    "data_expiry_grace": defaults["ocsp_responder_data_expiry_grace"],
                     "status_source": "index",
                     "status_paths": [str(pki.index)],
                 }
