@@ -18,7 +18,7 @@ from ocsp_testlib import CaInstance, publish_revocation_data, wait_for
 
 UNIT = "ocsp-responder.service"
 REASON = "keyCompromise"
-# The responder re-reads its status files every reload_interval (1 s by default).
+# The responder re-reads its status files every reload_interval (0.5 s by default).
 RELOAD_WAIT = 15
 
 
