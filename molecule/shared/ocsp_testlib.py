@@ -258,6 +258,23 @@ class CaInstance:
         target = ["-cert", cert] if cert else ["-serial", str(serial)]
         return ["-issuer", self.issuer(issuer)["ca_cert"], f"-{digest}", *target]
 
+    def _post_argv(
+        self, issuer: str, cert: str | None, serial: str | None, digest: str
+    ) -> list[str]:
+        """`openssl ocsp -url URL` (a POST) for a certificate or a serial, checked
+        against the issuer's CA chain."""
+        return [
+            "openssl",
+            "ocsp",
+            "-url",
+            self.url,
+            *self._target(issuer, cert, serial, digest),
+            "-CAfile",
+            self.issuer(issuer)["ca_chain"],
+            "-timeout",
+            "10",
+        ]
+
     def query_post(
         self,
         issuer: str,
@@ -271,17 +288,7 @@ class CaInstance:
 
         With a nonce the client itself checks that the response echoes it.
         """
-        argv = [
-            "openssl",
-            "ocsp",
-            "-url",
-            self.url,
-            *self._target(issuer, cert, serial, digest),
-            "-CAfile",
-            self.issuer(issuer)["ca_chain"],
-            "-timeout",
-            "10",
-        ]
+        argv = self._post_argv(issuer, cert, serial, digest)
         if not nonce:
             argv.append("-no_nonce")
         result = self.run(argv)
@@ -359,17 +366,7 @@ class CaInstance:
         Concurrent requests make nginx open several upstream connections, so that
         more than one responder worker gets to answer.
         """
-        argv = [
-            "openssl",
-            "ocsp",
-            "-url",
-            self.url,
-            *self._target(issuer, cert, None, "sha1"),
-            "-CAfile",
-            self.issuer(issuer)["ca_chain"],
-            "-timeout",
-            "10",
-        ]
+        argv = self._post_argv(issuer, cert, None, "sha1")
         base = f"{WORKDIR}/{tag}"
         self.run_checked(
             f"rm -f {base}.*; for i in $(seq {count}); do "
