@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 from wsgiref.util import setup_testing_defaults
 
 from cryptography import x509
@@ -197,12 +198,17 @@ def ocsp_request(
 # ---------------------------------------------------------------- status source
 
 
+#: The name the in-memory source's data goes by in messages (never opened).
+MEMORY_PATH = Path("memory/index.txt")
+
+
 class MemoryFiles(StatusFiles):
-    """No files: the stamp is a version number that :meth:`MemorySource.publish` bumps,
-    so :meth:`StatusData.refresh` re-reads exactly when something was published."""
+    """No real file: the stamp is a version number that :meth:`MemorySource.publish`
+    bumps, so :meth:`StatusData.refresh` re-reads exactly when something was published.
+    :data:`MEMORY_PATH` names the data in messages (it is never stat'ed nor opened)."""
 
     def __init__(self) -> None:
-        super().__init__([])
+        super().__init__([MEMORY_PATH])
         self.version = 0
 
     def stamps(self) -> tuple[FileStamp | None, ...]:
@@ -294,17 +300,18 @@ def call(
         app: the WSGI callable.
         method: the request method.
         path: the request target as sent (``RAW_URI``, as gunicorn sets it; the
-            percent-decoded ``PATH_INFO`` is derived from it).
+            percent-decoded ``PATH_INFO`` and ``QUERY_STRING`` are derived from it).
         body: the request body (``wsgi.input``).
         headers: request headers (``HTTP_*``).
         raw_uri: False to leave ``RAW_URI`` out (a server that sets only ``PATH_INFO``).
         content_length: False to send the body without ``CONTENT_LENGTH`` (chunked).
     """
-    from urllib.parse import unquote
 
+    target, _, query = path.partition("?")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
-        "PATH_INFO": unquote(path.split("?", 1)[0]),
+        "PATH_INFO": unquote(target),
+        "QUERY_STRING": query,
         "wsgi.input": io.BytesIO(body or b""),
     }
     if raw_uri:
