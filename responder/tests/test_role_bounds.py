@@ -5,7 +5,8 @@ pattern by TOML key path (``RANGES``, ``CHOICES``, ``PATTERNS``). The role
 (``roles/ocsp_responder``) restates some of them: ``choices`` in
 ``meta/argument_specs.yml``, the bounds of the checks it runs before any CA signs
 (``vars/main.yml``), and the defaults it writes into config.toml
-(``defaults/main.yml``). These tests fail when one of them drifts.
+(``defaults/main.yml``, whose values argument_specs documents). These tests fail
+when one of them drifts.
 """
 
 from __future__ import annotations
@@ -185,3 +186,16 @@ def test_defaults_are_within_the_responders_bounds(variable: str) -> None:
         scaled = value * factor if isinstance(value, int | float) and factor != 1 else value
         problem = check_value(key, scaled)
         assert problem is None, f"{where}: {variable} = {value!r}: {key} {problem}"
+
+
+def test_argument_specs_defaults_are_the_role_defaults() -> None:
+    """meta/argument_specs.yml documents the defaults of defaults/main.yml, not others."""
+    defaults = load("defaults/main.yml")
+    specs = dict(options())
+    assert set(defaults) <= set(specs), sorted(set(defaults) - set(specs))
+    drift = {
+        name: (spec["default"], defaults[name])
+        for name, spec in specs.items()
+        if name in defaults and "default" in spec and spec["default"] != defaults[name]
+    }
+    assert not drift, drift
