@@ -114,3 +114,17 @@ def test_confirmation_in_the_future_counts_from_the_read(
     )
     stack.clock.set(expiry)
     assert_try_later(get(stack, pki, GOOD_SERIAL))
+
+
+def test_signer_notafter_bounds_next_update_then_try_later(stack: Stack, pki: Pki) -> None:
+    """Fresh data, but the signer's notAfter is 30 min away: nextUpdate = notAfter;
+    at notAfter, tryLater."""
+    not_after = pki.signer.not_valid_after_utc
+    stack.clock.set(not_after - timedelta(seconds=1800))
+    stack.source.publish(TABLE, stack.clock().replace(microsecond=0))
+    assert stack.issuer.data.refresh()
+    parsed = get(stack, pki, GOOD_SERIAL).ocsp()
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert parsed.next_update_utc == not_after
+    stack.clock.set(not_after)
+    assert_try_later(get(stack, pki, GOOD_SERIAL))

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from ocsp_responder.config import max_request_target
@@ -188,6 +188,28 @@ def test_head_has_the_headers_of_get_without_body(stack: Stack, pki: Pki) -> Non
     assert head.status == "200 OK"
     assert head.body == b""
     assert head.header_list == got.header_list
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [hashes.SHA1(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],
+    ids=lambda algorithm: algorithm.name,
+)
+def test_request_built_from_the_certificates(
+    stack: Stack, pki: Pki, algorithm: hashes.HashAlgorithm
+) -> None:
+    """A request made by OCSPRequestBuilder.add_certificate (leaf + CA, each CertID hash)
+    finds the issuer; the response echoes the CertID."""
+    leaf = pki.leaf(SERIAL)
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, pki.ca, algorithm).build()
+    der = request.public_bytes(serialization.Encoding.DER)
+    assert der == ocsp_request(pki.ca, SERIAL, algorithm=algorithm)
+    parsed = call(stack.app, "POST", "/", der).ocsp()
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert parsed.hash_algorithm.name == algorithm.name
+    assert parsed.issuer_name_hash == request.issuer_name_hash
+    assert parsed.issuer_key_hash == request.issuer_key_hash
+    assert parsed.serial_number == leaf.serial_number
 
 
 def test_unknown_issuer_is_unauthorized(stack: Stack, pki: Pki) -> None:
