@@ -43,7 +43,7 @@ from .config import (
 from .fetch import fetched_crl_path
 from .snapshot import Snapshot, SnapshotStore, ca_identity
 from .sources import SourceError, StatusSource, open_source
-from .status_data import Clock, StatusData, utc_now
+from .status_data import Clock, DataLifetime, StatusData, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -410,15 +410,10 @@ def load_issuer(
     source, store = status_parts(cfg, ca, server.state_dir)
     data: StatusData | None = None
     try:
-        data = StatusData(
-            cfg.name,
-            source,
-            store,
-            max_data_age=timedelta(seconds=cfg.max_data_age),
-            grace=timedelta(seconds=cfg.data_expiry_grace),
-            clock=clock,
-            persist=persist,
+        lifetime = DataLifetime(
+            timedelta(seconds=cfg.max_data_age), timedelta(seconds=cfg.data_expiry_grace)
         )
+        data = StatusData(source, store, lifetime, clock, persist=persist)
     except SourceError as exc:
         problems.add(_source_key(cfg, server.state_dir, exc.path), str(exc))
     if data is None or len(problems.lines) != before:

@@ -41,6 +41,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import metrics
@@ -55,12 +56,12 @@ from .snapshot import (
 from .sources import (
     CRLInfo,
     DataPending,
-    FileStamp,
     SourceData,
     SourceError,
     Status,
     StatusSource,
 )
+from .sources.files import FileStamp
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,32 @@ def no_data(issuer: str, ca_identity: str, kind: str, now: datetime) -> Snapshot
     )
 
 
+@dataclass(frozen=True)
+class DataLifetime:
+    """How long an issuer's status data is vouched for (README, "How certificate
+    status is decided"; the ``max_data_age`` and ``data_expiry_grace`` keys).
+
+    Attributes:
+        max_data_age: how long ``index`` data (or a CRL without nextUpdate) stays
+            current after it was confirmed.
+        grace: how long past its expiry the data is still served.
+    """
+
+    max_data_age: timedelta
+    grace: timedelta
+
+    def expires_at(self, snapshot: Snapshot) -> datetime:
+        """Up to when ``snapshot`` is vouched for: its own expiry plus the grace."""
+        return snapshot.expires_at(self.max_data_age) + self.grace
+
+
 class StatusData:
     """The status data one process serves for one issuer.
 
     Args:
-        name: the issuer name (for logs).
         source: where the data comes from.
-        store: the issuer's snapshot file.
-        max_data_age: how long ``index`` data (or a CRL without nextUpdate) stays
-            current after it was confirmed.
-        grace: how long past its expiry the data is still served.
+        store: the issuer's snapshot file (its ``issuer`` name is used in logs).
+        lifetime: how long the data is vouched for.
         clock: returns the current time, aware UTC.
         persist: False for read-only use (``check-config``): nothing is written.
 
@@ -118,29 +135,23 @@ class StatusData:
 
     def __init__(
         self,
-        name: str,
         source: StatusSource,
         store: SnapshotStore,
-        *,
-        max_data_age: timedelta,
-        grace: timedelta,
+        lifetime: DataLifetime,
         clock: Clock = utc_now,
+        *,
         persist: bool = True,
     ) -> None:
-        self.name = name
-        self.source = source
-        self.store = store
-        self.max_data_age = max_data_age
-        self.grace = grace
-        self.clock = clock
-        self.persist = persist
+        self.name = store.issuer
+        self.source, self.store, self.lifetime = source, store, lifetime
+        self.clock, self.persist = clock, persist
         self._lock = threading.Lock()
         self._logged_error: str | None = None
         self.last_error: str | None = None
         #: True while the last read failed only because a file does not exist *yet*
         #: (:class:`~ocsp_responder.sources.DataPending`: a CRL URL not fetched so far).
         self.pending = False
-        self._failures = metrics.get().issuer(name).reload_failures
+        self._failures = metrics.get().issuer(self.name).reload_failures
         self._files_stamps: tuple[FileStamp | None, ...] | None = None
         self._read_digest: str | None = None
         self._retry_read = False
@@ -163,7 +174,7 @@ class StatusData:
         except SourceError as exc:
             if stored is None and not isinstance(exc, DataPending):
                 raise
-            self._current = stored or no_data(name, store.ca_identity, source.kind, clock())
+            self._current = stored or no_data(self.name, store.ca_identity, source.kind, clock())
             self._failed(exc, retry=not isinstance(exc, DataRejected))
         else:
             self._current = candidate
@@ -230,7 +241,7 @@ class StatusData:
     def expires_at(self, snapshot: Snapshot | None = None) -> datetime:
         """Up to when ``snapshot`` (default: the one in service) is vouched for: its
         expiry plus the grace."""
-        return (snapshot or self._current).expires_at(self.max_data_age) + self.grace
+        return self.lifetime.expires_at(snapshot or self._current)
 
     def describe(self) -> str:
         """One line: source, serial count, generation, expiry."""

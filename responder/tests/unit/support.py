@@ -38,14 +38,9 @@ from ocsp_responder.issuers import Issuer, IssuerSet, cert_id_keys
 from ocsp_responder.monitoring import Monitoring
 from ocsp_responder.responder import Responder
 from ocsp_responder.snapshot import SnapshotStore, ca_identity
-from ocsp_responder.sources import (
-    UNKNOWN,
-    FileStamp,
-    SourceData,
-    Status,
-    StatusFiles,
-)
-from ocsp_responder.status_data import StatusData
+from ocsp_responder.sources import UNKNOWN, SourceData, Status
+from ocsp_responder.sources.files import FileStamp, StatusFiles
+from ocsp_responder.status_data import DataLifetime, StatusData
 
 #: The fake clock's start: a fraction of a second past a whole second, so that the
 #: whole-second truncation of thisUpdate shows in every computed value.
@@ -376,15 +371,8 @@ def build_stack(
     )
     # persist=False: the (never created) state directory is only stat'ed
     store = SnapshotStore(state_dir, "unit", identity)
-    data = StatusData(
-        "unit",
-        source,
-        store,
-        max_data_age=timedelta(seconds=max_data_age),
-        grace=timedelta(seconds=grace),
-        clock=clock,
-        persist=False,
-    )
+    lifetime = DataLifetime(timedelta(seconds=max_data_age), timedelta(seconds=grace))
+    data = StatusData(source, store, lifetime, clock, persist=False)
     issuer = Issuer(
         name="unit",
         certificate=pki.ca,

@@ -28,18 +28,8 @@ from typing import TypeVar
 from cryptography import x509
 
 from .. import pemder
-from . import (
-    GOOD,
-    CertState,
-    CRLInfo,
-    DataPending,
-    SourceData,
-    SourceError,
-    Status,
-    StatusFiles,
-    digest_of,
-    read_file,
-)
+from . import GOOD, CertState, CRLInfo, DataPending, SourceData, SourceError, Status
+from .files import StatusFiles, digest_of, read_file
 
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
@@ -80,9 +70,7 @@ def load_crl(data: bytes, path: Path, issuer: x509.Certificate) -> x509.Certific
     return crl
 
 
-def _extension(
-    extensions: x509.Extensions, kind: type[_Ext], path: Path, what: str
-) -> _Ext | None:
+def _extension(extensions: x509.Extensions, kind: type[_Ext], path: Path, what: str) -> _Ext | None:
     """The value of the ``kind`` extension in ``extensions``, or None when absent.
 
     Raises:

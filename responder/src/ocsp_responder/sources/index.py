@@ -20,16 +20,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import (
-    UNKNOWN,
-    CertState,
-    SourceData,
-    SourceError,
-    Status,
-    StatusFiles,
-    digest_of,
-    read_file,
-)
+from . import UNKNOWN, CertState, SourceData, SourceError, Status
+from .files import StatusFiles, digest_of, read_file
 
 #: Reason names as ``openssl ca`` writes them, lower-cased.
 REASONS: dict[str, x509.ReasonFlags] = {
