@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp
+from garbage_input import GARBAGE_GET_PATHS
 from openssl_ocsp import check_response, make_request, run_ocsp
 from responder_process import (
     HttpAnswer,
@@ -193,19 +194,7 @@ def test_head_is_answered_like_get(responder: Responder, good_request: bytes) ->
         assert head.headers.get(name) == got.headers.get(name), name
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/",
-        "/favicon.ico",
-        "/ocsp/not-base64!!",
-        "/%ZZ%ZZ",
-        "/" + quote(base64.b64encode(b"garbage in, garbage out").decode(), safe=""),
-        "/MEIwQDA%2B",
-        "/..%2F..%2Fetc%2Fpasswd",
-        "/ocsp/" + "A" * 300,
-    ],
-)
+@pytest.mark.parametrize("path", GARBAGE_GET_PATHS)
 def test_garbage_get_path_is_malformed_request(responder: Responder, path: str) -> None:
     """A GET path holding no OCSPRequest -> HTTP 200 with malformedRequest, never a 5xx."""
     assert_ocsp_error(http_call(responder.port, "GET", path), MALFORMED)
