@@ -10,8 +10,22 @@ project's README.md; how a certificate's status is decided is its section "How
 certificate status is decided".
 
 Metrics (:mod:`ocsp_responder.metrics`): successful answers by issuer and
-certificate status, tryLater answers by issuer, cache hits and misses (requests
+certificate status, tryLater answers by issuer (data or signer not valid), tryLater
+answers for want of a live-signing slot by issuer, cache hits and misses (requests
 without a nonce), and the time of every signature.
+
+Live signings are bounded per worker process (``[server] max_live_signings``, as
+Boulder bounds its in-flight signings): a request that must be signed while it waits
+(one with a nonce, RFC 9654, and one without a nonce whose pre-signed answer is not
+in the cache, is past its refresh point, states another status or outlives what
+the issuer may vouch for) takes one of the worker's slots for the signature and
+gives it back in ``finally``. The slot is taken without waiting: when none is free
+the answer is tryLater (RFC 6960 section 2.3) at once, counted by
+``ocsp_responder_live_signing_rejected_total{issuer}``. A wait would hold the
+worker thread that the next request, maybe a cached one, needs; so a flood of
+requests with nonces (or of distinct serials) keeps at most
+``max_live_signings`` of each worker's threads busy signing, and a request answered
+from the pre-signed cache never takes a slot nor waits for one.
 
 Every successful answer's nextUpdate is at most the issuer's
 :meth:`~ocsp_responder.issuers.Issuer.vouch_until` (data expiry + grace, signer
@@ -30,10 +44,12 @@ from cryptography.x509 import ocsp
 
 from . import metrics
 from .cache import ResponseCache
+from .config import DEFAULT_MAX_LIVE_SIGNINGS
 from .issuers import Issuer, IssuerSet
-from .request import Request
+from .request import CertID, Request
 from .signing import SignedResponse, sign_response, unsuccessful
 from .snapshot import Snapshot
+from .sources import Status
 from .status_data import Clock, utc_now
 
 log = logging.getLogger(__name__)
@@ -82,10 +98,28 @@ class Responder:
         cache: where pre-signed responses are kept.
         clock: returns the current time, aware UTC (thisUpdate, producedAt, and the
             validity checks of data and signer all use it).
+        max_live_signings: ``[server] max_live_signings``: how many signatures this
+            process makes at once for requests that wait for them (at least 1); see
+            the module's docstring.
+
+    Attributes:
+        live_signings: the slots, a :class:`threading.BoundedSemaphore` of
+            ``max_live_signings`` (one slot per signature in progress).
     """
 
-    def __init__(self, issuers: IssuerSet, cache: ResponseCache, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        issuers: IssuerSet,
+        cache: ResponseCache,
+        clock: Clock = utc_now,
+        *,
+        max_live_signings: int = DEFAULT_MAX_LIVE_SIGNINGS,
+    ) -> None:
+        if max_live_signings < 1:
+            raise ValueError(f"max_live_signings must be at least 1, not {max_live_signings}")
         self.issuers = issuers
+        self.max_live_signings = max_live_signings
+        self.live_signings = threading.BoundedSemaphore(max_live_signings)
         self.clock = clock
         self._unavailable: dict[str, str] = {}
         self._state_lock = threading.Lock()
@@ -107,10 +141,14 @@ class Responder:
                 caller).
 
         Returns:
-            The :class:`Answer`; OCSP error statuses are answers, not exceptions.
+            The :class:`Answer`; OCSP error statuses are answers, not exceptions:
+            tryLater (RFC 6960 section 2.3) when the issuer's data or signer is not
+            valid now, or when the answer must be signed now and every live-signing
+            slot of this process is taken (no wait).
 
         Raises:
-            Exception: only for internal failures (the caller answers internalError).
+            Exception: only for internal failures (the caller answers internalError);
+                a slot taken for a signature that raises is given back.
         """
         cert_id = request.cert_id
         algorithm = cert_id.hash_algorithm.name
@@ -132,23 +170,47 @@ class Responder:
         status = issuer.data.lookup(cert_id.serial_number, snapshot)
         until = issuer.vouch_until(snapshot)
         if request.nonce is not None:
-            started = time.perf_counter()
-            signed = sign_response(issuer, cert_id, status, now, request.nonce, until=until)
-            self._signing.observe(time.perf_counter() - started)
+            signed = self._sign_live(issuer, cert_id, status, now, nonce=request.nonce, until=until)
+            if signed is None:
+                counters.live_signing_rejected.inc()
+                return Answer(TRY_LATER)
             counters.answers[status.state].inc()
             return Answer(signed.der, signed, cacheable=False)
         key = (issuer.name, cert_id.serial_number, algorithm)
         signed_or_none = self.cache.get(key, status, now)
         if signed_or_none is None or signed_or_none.next_update > until:
             self._cache_misses.inc()
-            started = time.perf_counter()
-            signed_or_none = sign_response(issuer, cert_id, status, now, until=until)
-            self._signing.observe(time.perf_counter() - started)
+            signed_or_none = self._sign_live(issuer, cert_id, status, now, nonce=None, until=until)
+            if signed_or_none is None:
+                counters.live_signing_rejected.inc()
+                return Answer(TRY_LATER)
             self.cache.put(key, signed_or_none)
         else:
             self._cache_hits.inc()
         counters.answers[status.state].inc()
         return Answer(signed_or_none.der, signed_or_none, cacheable=True)
+
+    def _sign_live(
+        self,
+        issuer: Issuer,
+        cert_id: CertID,
+        status: Status,
+        now: datetime,
+        *,
+        nonce: bytes | None,
+        until: datetime,
+    ) -> SignedResponse | None:
+        """Sign now in one of :attr:`live_signings`, taken without waiting; None when
+        every slot is taken. The slot is given back however the signature ends."""
+        if not self.live_signings.acquire(blocking=False):
+            return None
+        try:
+            started = time.perf_counter()
+            signed = sign_response(issuer, cert_id, status, now, nonce, until=until)
+            self._signing.observe(time.perf_counter() - started)
+            return signed
+        finally:
+            self.live_signings.release()
 
     def _available(self, issuer: Issuer, now: datetime, snapshot: Snapshot) -> bool:
         """False (and an ERROR on the change) when ``issuer`` cannot vouch at ``now``."""
