@@ -197,8 +197,8 @@ class ServerConfig:
         threads: connections each worker serves concurrently (gunicorn gthread).
         max_live_signings: signatures each worker process makes at once for
             requests that wait for them (with a nonce, or not answered from the
-            pre-signed cache); a request that finds all of them taken is answered
-            tryLater at once (:class:`~ocsp_responder.responder.Responder`). Below
+            pre-signed cache); a request that finds all of them taken for 0.25 s is
+            answered tryLater (:class:`~ocsp_responder.responder.Responder`). Below
             ``threads`` it keeps threads free for pre-signed answers.
         max_request_size: largest accepted request body, octets.
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.

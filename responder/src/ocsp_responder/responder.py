@@ -19,13 +19,12 @@ Boulder bounds its in-flight signings): a request that must be signed while it w
 (one with a nonce, RFC 9654, and one without a nonce whose pre-signed answer is not
 in the cache, is past its refresh point, states another status or outlives what
 the issuer may vouch for) takes one of the worker's slots for the signature and
-gives it back in ``finally``. The slot is taken without waiting: when none is free
-the answer is tryLater (RFC 6960 section 2.3) at once, counted by
-``ocsp_responder_live_signing_rejected_total{issuer}``. A wait would hold the
-worker thread that the next request, maybe a cached one, needs; so a flood of
-requests with nonces (or of distinct serials) keeps at most
-``max_live_signings`` of each worker's threads busy signing, and a request answered
-from the pre-signed cache never takes a slot nor waits for one.
+gives it back in ``finally``. A request waits at most :data:`LIVE_SIGNING_WAIT`
+(0.25 s) for a slot: a burst of clients is signed in turn (a signature takes about
+a millisecond, so 0.25 s holds a queue of well over a hundred), while under a flood
+the answer is tryLater (RFC 6960 section 2.3) after that wait, counted by
+``ocsp_responder_live_signing_rejected_total{issuer}``. A request answered from the
+pre-signed cache never takes a slot nor waits for one.
 
 Every successful answer's nextUpdate is at most the issuer's
 :meth:`~ocsp_responder.issuers.Issuer.vouch_until` (data expiry + grace, signer
@@ -53,6 +52,10 @@ from .sources import Status
 from .status_data import Clock, utc_now
 
 log = logging.getLogger(__name__)
+
+#: Seconds a request that must be signed now waits for a live-signing slot before it
+#: is answered tryLater (see the module docstring).
+LIVE_SIGNING_WAIT = 0.25
 
 MALFORMED_REQUEST = unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
 UNAUTHORIZED = unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
@@ -101,6 +104,8 @@ class Responder:
         max_live_signings: ``[server] max_live_signings``: how many signatures this
             process makes at once for requests that wait for them (at least 1); see
             the module's docstring.
+        live_signing_wait: seconds a request waits for a free slot before it is
+            answered tryLater (0: not at all).
 
     Attributes:
         live_signings: the slots, a :class:`threading.BoundedSemaphore` of
@@ -114,12 +119,14 @@ class Responder:
         clock: Clock = utc_now,
         *,
         max_live_signings: int = DEFAULT_MAX_LIVE_SIGNINGS,
+        live_signing_wait: float = LIVE_SIGNING_WAIT,
     ) -> None:
         if max_live_signings < 1:
             raise ValueError(f"max_live_signings must be at least 1, not {max_live_signings}")
         self.issuers = issuers
         self.max_live_signings = max_live_signings
         self.live_signings = threading.BoundedSemaphore(max_live_signings)
+        self.live_signing_wait = live_signing_wait
         self.clock = clock
         self._unavailable: dict[str, str] = {}
         self._state_lock = threading.Lock()
@@ -144,7 +151,7 @@ class Responder:
             The :class:`Answer`; OCSP error statuses are answers, not exceptions:
             tryLater (RFC 6960 section 2.3) when the issuer's data or signer is not
             valid now, or when the answer must be signed now and every live-signing
-            slot of this process is taken (no wait).
+            slot of this process stays taken for ``live_signing_wait``.
 
         Raises:
             Exception: only for internal failures (the caller answers internalError);
@@ -200,9 +207,10 @@ class Responder:
         nonce: bytes | None,
         until: datetime,
     ) -> SignedResponse | None:
-        """Sign now in one of :attr:`live_signings`, taken without waiting; None when
-        every slot is taken. The slot is given back however the signature ends."""
-        if not self.live_signings.acquire(blocking=False):
+        """Sign now in one of :attr:`live_signings`, waiting up to
+        :attr:`live_signing_wait` seconds for one; None when none became free. The slot
+        is given back however the signature ends."""
+        if not self.live_signings.acquire(timeout=self.live_signing_wait):
             return None
         try:
             started = time.perf_counter()

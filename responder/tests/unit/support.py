@@ -399,7 +399,10 @@ def build_stack(
     )
     issuers = IssuerSet([issuer])
     cache = ResponseCache(cache_size, cache_bytes, refresh_fraction)
-    responder = Responder(issuers, cache, clock, max_live_signings=max_live_signings)
+    # live_signing_wait 0: a unit test that holds every slot never waits.
+    responder = Responder(
+        issuers, cache, clock, max_live_signings=max_live_signings, live_signing_wait=0
+    )
     server = ServerConfig(
         max_live_signings=max_live_signings,
         max_request_size=max_request_size,

@@ -1,6 +1,7 @@
 """Live-signing slots (``[server] max_live_signings``), through the WSGI app on the fake
 clock: with every slot held by the test, a request that must be signed now (a nonce,
-or a cache miss) is answered tryLater at once and counted, while a pre-signed answer
+or a cache miss) is answered tryLater and counted (the stack's Responder waits 0 s
+for a slot), while a pre-signed answer
 is still served; a free slot signs again; a signature that raises gives its slot back.
 
 The test holds slots by taking them from :attr:`Responder.live_signings` without
@@ -9,6 +10,7 @@ waiting, as the Responder does; nothing here waits or sleeps.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,6 +109,27 @@ def test_every_slot_taken_answers_try_later_but_serves_cached_answers(
     assert post(stack, pki, B).ocsp().response_status == SUCCESSFUL
     assert rejected() == before + 2
     assert free_slots(stack.responder) == SLOTS
+
+
+def test_a_request_waits_for_a_slot_given_back_during_its_wait(
+    stack: Stack, pki: Pki
+) -> None:
+    """A burst is signed in turn, not refused: a slot freed within
+    ``live_signing_wait`` goes to the waiting request."""
+    stack.responder.live_signing_wait = 30.0  # far longer than this test takes
+    before = rejected()
+    replies: list[Reply] = []
+    with held(stack.responder, SLOTS):
+        waiting = threading.Thread(target=lambda: replies.append(post(stack, pki, A, NONCE)))
+        waiting.start()
+        waiting.join(0.1)
+        assert waiting.is_alive() and not replies, "the request did not wait for a slot"
+        stack.responder.live_signings.release()  # one slot comes free while it waits
+        waiting.join(30)
+        stack.responder.live_signings.acquire(blocking=False)  # held() gives SLOTS back
+    (reply,) = replies
+    assert reply.ocsp().response_status == SUCCESSFUL
+    assert rejected() == before
 
 
 def test_one_free_slot_signs_and_is_given_back(stack: Stack, pki: Pki) -> None:
