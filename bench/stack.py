@@ -133,6 +133,10 @@ def write_config(repo: Path, pki: Pki, signer: str, etc: Path, *, bind: str, wor
             "ansible_managed": "Rendered by bench/stack.py from the role's template",
             "ocsp_responder_bind": bind,
             "ocsp_responder_workers": workers,
+            # as many live-signing slots as threads (the bound never binds): with the
+            # role's 2, the POST-with-nonce points at c = 8 and 64 would partly
+            # measure tryLater answers, which wrk counts as successes (HTTP 200)
+            "ocsp_responder_max_live_signings": defaults["ocsp_responder_threads"],
             "ocsp_responder_state_dir": str(etc / "state"),
             "__ocsp_responder_issuers": [
                 {

@@ -205,6 +205,9 @@ BAD = {
         _set("issuer1.source", "colour", "blue"), r"issuer\[1\]\.source\.colour"
     ),
     "workers-not-an-integer": Bad(_set("server", "workers", "two"), r"server\.workers"),
+    "no-live-signing-slot": Bad(
+        _set("server", "max_live_signings", 0), r"server\.max_live_signings", "(got 0)"
+    ),
     "cache-max-age-not-an-integer": Bad(
         _set("server", "http_cache_max_age", 1.5), r"server\.http_cache_max_age"
     ),

@@ -49,6 +49,7 @@ COUNTERS = (
     "ocsp_responder_cache_misses_total",
     "ocsp_responder_cache_evictions_total",
     "ocsp_responder_reload_failures_total",
+    "ocsp_responder_live_signing_rejected_total",
 )
 HISTOGRAMS = ("ocsp_responder_signing_duration_seconds", "ocsp_responder_request_duration_seconds")
 GAUGES = ("ocsp_responder_cache_bytes", "ocsp_responder_cache_entries")
@@ -467,6 +468,8 @@ def test_metrics_add_up_over_two_workers(
     assert delta("ocsp_responder_answers_total") == sum(traffic.answers.values())
     assert delta("ocsp_responder_try_later_total", issuer="stale") == traffic.try_later["stale"]
     assert delta("ocsp_responder_try_later_total", issuer="fresh") == 0
+    # one request at a time: never more live signings in a worker than its slots (2)
+    assert delta("ocsp_responder_live_signing_rejected_total") == 0
     hits = delta("ocsp_responder_cache_hits_total")
     misses = delta("ocsp_responder_cache_misses_total")
     assert hits + misses == traffic.cacheable, (hits, misses, traffic.cacheable)

@@ -28,6 +28,7 @@ ROLE = Path(__file__).resolve().parents[2] / "roles" / "ocsp_responder"
 CONFIG_KEYS: dict[str, str] = {
     "ocsp_responder_workers": "server.workers",
     "ocsp_responder_threads": "server.threads",
+    "ocsp_responder_max_live_signings": "server.max_live_signings",
     "ocsp_responder_max_request_size": "server.max_request_size",
     "ocsp_responder_http_cache_max_age": "server.http_cache_max_age",
     "ocsp_responder_refresh_fraction": "server.refresh_fraction",

@@ -52,6 +52,7 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "ocsp_responder_signing_duration_seconds": ("histogram", False),
     "ocsp_responder_request_duration_seconds": ("histogram", False),
     "ocsp_responder_reload_failures_total": ("counter", True),
+    "ocsp_responder_live_signing_rejected_total": ("counter", True),
     "ocsp_responder_issuer_up": ("gauge", True),
     "ocsp_responder_data_age_seconds": ("gauge", True),
     "ocsp_responder_data_expiry_seconds": ("gauge", True),

@@ -38,6 +38,12 @@ FETCH_SCHEMES = ("http", "https")
 DEFAULT_FETCH_INTERVAL = 300
 DEFAULT_FETCH_TIMEOUT = 10
 DEFAULT_FETCH_MAX_BYTES = 10 * 1024 * 1024
+#: ``[server] max_live_signings``: signatures one worker process makes at once for
+#: requests that wait for them (a nonce, a cache miss). 2: ``workers`` is one per core,
+#: so 2 per worker is 2 x the cores in all, enough to keep every core signing
+#: (cryptography releases the GIL while it signs), while at least ``threads`` - 2 of
+#: each worker's threads (2 of the default 4) stay free for pre-signed answers.
+DEFAULT_MAX_LIVE_SIGNINGS = 2
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ _GRACE = Range(0, MAX_DATA_EXPIRY_GRACE, "s")
 RANGES: dict[str, Range] = {
     "server.workers": Range(1, 64),
     "server.threads": Range(1, 256),
+    "server.max_live_signings": Range(1, 1024),
     "server.max_request_size": Range(256, 1048576, "octets"),
     "server.http_cache_max_age": Range(0, MAX_VALIDITY, "s"),
     "server.refresh_fraction": Range(0, 1, low_excluded=True),
@@ -188,6 +195,11 @@ class ServerConfig:
         bind: listen address, ``HOST:PORT`` or ``unix:PATH``.
         workers: worker processes.
         threads: connections each worker serves concurrently (gunicorn gthread).
+        max_live_signings: signatures each worker process makes at once for
+            requests that wait for them (with a nonce, or not answered from the
+            pre-signed cache); a request that finds all of them taken for 0.25 s is
+            answered tryLater (:class:`~ocsp_responder.responder.Responder`). Below
+            ``threads`` it keeps threads free for pre-signed answers.
         max_request_size: largest accepted request body, octets.
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
         refresh_fraction: fraction of a response's validity after which it is re-signed.
@@ -213,6 +225,7 @@ class ServerConfig:
     bind: str = "127.0.0.1:8080"
     workers: int = 2
     threads: int = 4
+    max_live_signings: int = DEFAULT_MAX_LIVE_SIGNINGS
     max_request_size: int = 10240
     http_cache_max_age: int = 60
     refresh_fraction: float = 0.5
@@ -456,6 +469,9 @@ def _load_server(top: _Table, base: Path, problems: Problems) -> ServerConfig:
         bind=table.get("bind", str, d.bind, check_bind),
         workers=table.get("workers", int, d.workers, _bound("server.workers")),
         threads=table.get("threads", int, d.threads, _bound("server.threads")),
+        max_live_signings=table.get(
+            "max_live_signings", int, d.max_live_signings, _bound("server.max_live_signings")
+        ),
         max_request_size=table.get(
             "max_request_size", int, d.max_request_size, _bound("server.max_request_size")
         ),

@@ -74,7 +74,7 @@ def load_service(
     server = config.server
     watcher = DataWatcher([issuer.data for issuer in issuers.issuers], server.reload_interval)
     cache = ResponseCache(server.cache_size, server.cache_bytes, server.refresh_fraction)
-    responder = Responder(issuers, cache, clock)
+    responder = Responder(issuers, cache, clock, max_live_signings=server.max_live_signings)
     app = OCSPApp(
         responder,
         Monitoring(issuers, server, clock),

@@ -100,11 +100,13 @@ class IssuerMetrics:
         answers: ``ocsp_responder_answers_total{issuer, cert_status}`` by state.
         try_later: ``ocsp_responder_try_later_total{issuer}``.
         reload_failures: ``ocsp_responder_reload_failures_total{issuer}``.
+        live_signing_rejected: ``ocsp_responder_live_signing_rejected_total{issuer}``.
     """
 
     answers: dict[CertState, Counter]
     try_later: Counter
     reload_failures: Counter
+    live_signing_rejected: Counter
 
 
 class Metrics:
@@ -148,6 +150,13 @@ class Metrics:
         self._try_later = Counter(
             PREFIX + "try_later_total",
             "tryLater answers of an issuer whose data or signer is not valid now",
+            ["issuer"],
+            registry=registry,
+        )
+        self._live_signing_rejected = Counter(
+            PREFIX + "live_signing_rejected_total",
+            "tryLater answers to requests that had to be signed now (a nonce, a cache miss) "
+            "while every live-signing slot of the worker was taken (max_live_signings)",
             ["issuer"],
             registry=registry,
         )
@@ -214,6 +223,7 @@ class Metrics:
                     },
                     try_later=self._try_later.labels(name),
                     reload_failures=self._reload_failures.labels(name),
+                    live_signing_rejected=self._live_signing_rejected.labels(name),
                 )
             return self._issuers[name]
 

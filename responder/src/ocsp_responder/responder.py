@@ -10,8 +10,21 @@ project's README.md; how a certificate's status is decided is its section "How
 certificate status is decided".
 
 Metrics (:mod:`ocsp_responder.metrics`): successful answers by issuer and
-certificate status, tryLater answers by issuer, cache hits and misses (requests
+certificate status, tryLater answers by issuer (data or signer not valid), tryLater
+answers for want of a live-signing slot by issuer, cache hits and misses (requests
 without a nonce), and the time of every signature.
+
+Live signings are bounded per worker process (``[server] max_live_signings``, as
+Boulder bounds its in-flight signings): a request that must be signed while it waits
+(one with a nonce, RFC 9654, and one without a nonce whose pre-signed answer is not
+in the cache, is past its refresh point, states another status or outlives what
+the issuer may vouch for) takes one of the worker's slots for the signature and
+gives it back in ``finally``. A request waits at most :data:`LIVE_SIGNING_WAIT`
+(0.25 s) for a slot: a burst of clients is signed in turn (a signature takes about
+a millisecond, so 0.25 s holds a queue of well over a hundred), while under a flood
+the answer is tryLater (RFC 6960 section 2.3) after that wait, counted by
+``ocsp_responder_live_signing_rejected_total{issuer}``. A request answered from the
+pre-signed cache never takes a slot nor waits for one.
 
 Every successful answer's nextUpdate is at most the issuer's
 :meth:`~ocsp_responder.issuers.Issuer.vouch_until` (data expiry + grace, signer
@@ -30,13 +43,19 @@ from cryptography.x509 import ocsp
 
 from . import metrics
 from .cache import ResponseCache
+from .config import DEFAULT_MAX_LIVE_SIGNINGS
 from .issuers import Issuer, IssuerSet
-from .request import Request
+from .request import CertID, Request
 from .signing import SignedResponse, sign_response, unsuccessful
 from .snapshot import Snapshot
+from .sources import Status
 from .status_data import Clock, utc_now
 
 log = logging.getLogger(__name__)
+
+#: Seconds a request that must be signed now waits for a live-signing slot before it
+#: is answered tryLater (see the module docstring).
+LIVE_SIGNING_WAIT = 0.25
 
 MALFORMED_REQUEST = unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
 UNAUTHORIZED = unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
@@ -82,10 +101,32 @@ class Responder:
         cache: where pre-signed responses are kept.
         clock: returns the current time, aware UTC (thisUpdate, producedAt, and the
             validity checks of data and signer all use it).
+        max_live_signings: ``[server] max_live_signings``: how many signatures this
+            process makes at once for requests that wait for them (at least 1); see
+            the module's docstring.
+        live_signing_wait: seconds a request waits for a free slot before it is
+            answered tryLater (0: not at all).
+
+    Attributes:
+        live_signings: the slots, a :class:`threading.BoundedSemaphore` of
+            ``max_live_signings`` (one slot per signature in progress).
     """
 
-    def __init__(self, issuers: IssuerSet, cache: ResponseCache, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        issuers: IssuerSet,
+        cache: ResponseCache,
+        clock: Clock = utc_now,
+        *,
+        max_live_signings: int = DEFAULT_MAX_LIVE_SIGNINGS,
+        live_signing_wait: float = LIVE_SIGNING_WAIT,
+    ) -> None:
+        if max_live_signings < 1:
+            raise ValueError(f"max_live_signings must be at least 1, not {max_live_signings}")
         self.issuers = issuers
+        self.max_live_signings = max_live_signings
+        self.live_signings = threading.BoundedSemaphore(max_live_signings)
+        self.live_signing_wait = live_signing_wait
         self.clock = clock
         self._unavailable: dict[str, str] = {}
         self._state_lock = threading.Lock()
@@ -107,10 +148,14 @@ class Responder:
                 caller).
 
         Returns:
-            The :class:`Answer`; OCSP error statuses are answers, not exceptions.
+            The :class:`Answer`; OCSP error statuses are answers, not exceptions:
+            tryLater (RFC 6960 section 2.3) when the issuer's data or signer is not
+            valid now, or when the answer must be signed now and every live-signing
+            slot of this process stays taken for ``live_signing_wait``.
 
         Raises:
-            Exception: only for internal failures (the caller answers internalError).
+            Exception: only for internal failures (the caller answers internalError);
+                a slot taken for a signature that raises is given back.
         """
         cert_id = request.cert_id
         algorithm = cert_id.hash_algorithm.name
@@ -132,23 +177,48 @@ class Responder:
         status = issuer.data.lookup(cert_id.serial_number, snapshot)
         until = issuer.vouch_until(snapshot)
         if request.nonce is not None:
-            started = time.perf_counter()
-            signed = sign_response(issuer, cert_id, status, now, request.nonce, until=until)
-            self._signing.observe(time.perf_counter() - started)
+            signed = self._sign_live(issuer, cert_id, status, now, nonce=request.nonce, until=until)
+            if signed is None:
+                counters.live_signing_rejected.inc()
+                return Answer(TRY_LATER)
             counters.answers[status.state].inc()
             return Answer(signed.der, signed, cacheable=False)
         key = (issuer.name, cert_id.serial_number, algorithm)
         signed_or_none = self.cache.get(key, status, now)
         if signed_or_none is None or signed_or_none.next_update > until:
             self._cache_misses.inc()
-            started = time.perf_counter()
-            signed_or_none = sign_response(issuer, cert_id, status, now, until=until)
-            self._signing.observe(time.perf_counter() - started)
+            signed_or_none = self._sign_live(issuer, cert_id, status, now, nonce=None, until=until)
+            if signed_or_none is None:
+                counters.live_signing_rejected.inc()
+                return Answer(TRY_LATER)
             self.cache.put(key, signed_or_none)
         else:
             self._cache_hits.inc()
         counters.answers[status.state].inc()
         return Answer(signed_or_none.der, signed_or_none, cacheable=True)
+
+    def _sign_live(
+        self,
+        issuer: Issuer,
+        cert_id: CertID,
+        status: Status,
+        now: datetime,
+        *,
+        nonce: bytes | None,
+        until: datetime,
+    ) -> SignedResponse | None:
+        """Sign now in one of :attr:`live_signings`, waiting up to
+        :attr:`live_signing_wait` seconds for one; None when none became free. The slot
+        is given back however the signature ends."""
+        if not self.live_signings.acquire(timeout=self.live_signing_wait):
+            return None
+        try:
+            started = time.perf_counter()
+            signed = sign_response(issuer, cert_id, status, now, nonce, until=until)
+            self._signing.observe(time.perf_counter() - started)
+            return signed
+        finally:
+            self.live_signings.release()
 
     def _available(self, issuer: Issuer, now: datetime, snapshot: Snapshot) -> bool:
         """False (and an ERROR on the change) when ``issuer`` cannot vouch at ``now``."""

@@ -353,6 +353,7 @@ def build_stack(
     refresh_fraction: float = 0.5,
     max_data_age: int = MAX_DATA_AGE,
     grace: int = 0,
+    max_live_signings: int = ServerConfig.max_live_signings,
 ) -> Stack:
     """Issuer -> Responder -> OCSPApp for ``pki``'s CA on ``clock``.
 
@@ -386,8 +387,12 @@ def build_stack(
     )
     issuers = IssuerSet([issuer])
     cache = ResponseCache(cache_size, cache_bytes, refresh_fraction)
-    responder = Responder(issuers, cache, clock)
+    # live_signing_wait 0: a unit test that holds every slot never waits.
+    responder = Responder(
+        issuers, cache, clock, max_live_signings=max_live_signings, live_signing_wait=0
+    )
     server = ServerConfig(
+        max_live_signings=max_live_signings,
         max_request_size=max_request_size,
         http_cache_max_age=http_cache_max_age,
         cache_size=cache_size,

@@ -95,6 +95,9 @@ def test_bad_bind_names_the_key(tmp_path: Path) -> None:
         ("server.workers", "0", "must be between 1 and 64 (got 0)"),
         ("server.workers", "65", "must be between 1 and 64 (got 65)"),
         ("server.threads", "257", "must be between 1 and 256 (got 257)"),
+        ("server.max_live_signings", "0", "must be between 1 and 1024 (got 0)"),
+        ("server.max_live_signings", "1025", "must be between 1 and 1024 (got 1025)"),
+        ("server.max_live_signings", "2.5", "expected an integer, got a number"),
         (
             "server.max_request_size",
             "255",

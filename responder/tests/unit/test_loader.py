@@ -69,6 +69,16 @@ def test_the_app_gets_the_config_limits(service: Service) -> None:
     assert not (service.config.server.state_dir).exists()  # persist=False writes nothing
 
 
+def test_the_responder_gets_max_live_signings(tmp_path: Path, pki: Pki, clock: FakeClock) -> None:
+    config = write_service(tmp_path, pki)
+    config.write_text(config.read_text().replace("[server]\n", "[server]\nmax_live_signings = 3\n"))
+    loaded = load_service(config, persist=False, clock=clock)
+    assert loaded.config.server.max_live_signings == 3
+    assert loaded.responder.max_live_signings == 3
+    taken = [loaded.responder.live_signings.acquire(blocking=False) for _ in range(4)]
+    assert taken == [True, True, True, False]
+
+
 @pytest.mark.parametrize(
     ("serial", "status", "reason"),
     [
