@@ -179,7 +179,6 @@ class Responder:
         if request.nonce is not None:
             signed = self._sign_live(issuer, cert_id, status, now, nonce=request.nonce, until=until)
             if signed is None:
-                counters.live_signing_rejected.inc()
                 return Answer(TRY_LATER)
             counters.answers[status.state].inc()
             return Answer(signed.der, signed, cacheable=False)
@@ -189,7 +188,6 @@ class Responder:
             self._cache_misses.inc()
             signed_or_none = self._sign_live(issuer, cert_id, status, now, nonce=None, until=until)
             if signed_or_none is None:
-                counters.live_signing_rejected.inc()
                 return Answer(TRY_LATER)
             self.cache.put(key, signed_or_none)
         else:
@@ -208,9 +206,11 @@ class Responder:
         until: datetime,
     ) -> SignedResponse | None:
         """Sign now in one of :attr:`live_signings`, waiting up to
-        :attr:`live_signing_wait` seconds for one; None when none became free. The slot
-        is given back however the signature ends."""
+        :attr:`live_signing_wait` seconds for one; None (counted in
+        ``live_signing_rejected``) when none became free. The slot is given back
+        however the signature ends."""
         if not self.live_signings.acquire(timeout=self.live_signing_wait):
+            self._issuer_metrics[issuer.name].live_signing_rejected.inc()
             return None
         try:
             started = time.perf_counter()
