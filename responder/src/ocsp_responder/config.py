@@ -203,8 +203,9 @@ class ServerConfig:
         max_request_size: largest accepted request body, octets.
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
         refresh_fraction: fraction of a response's validity after which it is re-signed.
-        cache_size: pre-signed responses kept per worker (0 disables the cache).
-        cache_bytes: bound on the octets of pre-signed responses kept per worker
+        cache_size: pre-signed responses kept per host, in the store the workers
+            share (0 disables the cache).
+        cache_bytes: bound on the octets of pre-signed responses kept per host
             (0 disables the cache).
         reload_interval: seconds between checks of the status source files.
         state_dir: where the validated last-good status snapshots are kept (must be

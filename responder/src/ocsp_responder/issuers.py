@@ -16,6 +16,8 @@ beyond either, and past either the issuer answers ``tryLater``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -105,6 +107,26 @@ class Issuer:
     cert_id_keys: tuple[IssuerKey, ...] = field(default=())
     data_expiry_warning: timedelta = timedelta(seconds=DEFAULT_DATA_EXPIRY_WARNING)
     signer_expiry_warning: timedelta = timedelta(seconds=DEFAULT_SIGNER_EXPIRY_WARNING)
+
+    @functools.cached_property
+    def signing_context(self) -> str:
+        """SHA-256 (hex) of everything that shapes this issuer's responses besides the
+        request and the status: its name, CA certificate, signer certificate,
+        response_validity (seconds), ResponderID form and signature hash. Part of the
+        pre-signed store's key (:mod:`ocsp_responder.cache`), so that a response
+        signed under another signer or other settings (workers of an earlier config
+        still draining after SIGHUP) is never served for this issuer."""
+        digest = hashlib.sha256()
+        for part in (
+            self.name.encode(),
+            self.certificate.public_bytes(serialization.Encoding.DER),
+            self.signer_certificate.public_bytes(serialization.Encoding.DER),
+            str(self.response_validity.total_seconds()).encode(),
+            self.responder_encoding.name.encode(),
+            (self.signature_hash.name if self.signature_hash else "").encode(),
+        ):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        return digest.hexdigest()
 
     def describe(self) -> str:
         """One line: name, data (source, serials, expiry), signer subject and notAfter."""

@@ -51,6 +51,7 @@ def load_service(
     persist: bool = True,
     check_validity: bool = False,
     clock: Clock = utc_now,
+    presigned_store: Path | None = None,
 ) -> Service:
     """Load a config file and everything it names into a ready :class:`Service`.
 
@@ -63,6 +64,9 @@ def load_service(
         check_validity: treat a signer outside its validity period as a config
             problem; ``serve`` starts anyway and answers tryLater for that issuer.
         clock: returns the current time, aware UTC; every part gets this one.
+        presigned_store: the SQLite file of pre-signed responses shared by the
+            processes of the host (``serve``: see :mod:`ocsp_responder.cache`); None
+            keeps them in memory, private to each process.
 
     Raises:
         ConfigError: every problem found, each line naming file, key path and problem.
@@ -73,14 +77,23 @@ def load_service(
     )
     server = config.server
     watcher = DataWatcher([issuer.data for issuer in issuers.issuers], server.reload_interval)
-    cache = ResponseCache(server.cache_size, server.cache_bytes, server.refresh_fraction)
+    cache = ResponseCache(
+        server.cache_size, server.cache_bytes, server.refresh_fraction, path=presigned_store
+    )
     responder = Responder(issuers, cache, clock, max_live_signings=server.max_live_signings)
+
+    def prepare() -> None:
+        """Before each request (and at worker start under ``serve``): the watcher
+        running and the pre-signed store open in this process."""
+        watcher.ensure_running()
+        cache.open()
+
     app = OCSPApp(
         responder,
-        Monitoring(issuers, server, clock),
+        Monitoring(issuers, server, clock, before_scrape=cache.publish),
         max_request_size=server.max_request_size,
         http_cache_max_age=server.http_cache_max_age,
-        prepare=watcher.ensure_running,
+        prepare=prepare,
         clock=clock,
     )
     return Service(config, issuers, watcher, responder, app)

@@ -9,7 +9,8 @@ of all of them (:func:`scrape_registry`), so counts never depend on which worker
 answered the scrape. ``serve`` prepares the directory before any metric exists
 (:func:`use_multiprocess_dir`: created, its ``*.db`` files removed) and removes the
 gauge files of a worker that exited (:func:`mark_process_dead`), so the cache gauges
-(``multiprocess_mode="livesum"``) add up live workers only; the counter files of
+(``multiprocess_mode="livemostrecent"``: the host's one pre-signed store, as the
+live worker that changed it last saw it) come from live workers only; the counter files of
 exited workers stay, so totals never go down while ``serve`` runs.
 
 Without ``PROMETHEUS_MULTIPROC_DIR`` (the WSGI callable ``make_app`` under another
@@ -183,16 +184,16 @@ class Metrics:
         )
         self.cache_bytes: Gauge = Gauge(
             PREFIX + "cache_bytes",
-            "Octets charged to the pre-signed response caches of the live workers "
+            "Octets charged to the host's pre-signed response store "
             "(DER length + 1024 per entry)",
             registry=registry,
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemostrecent",
         )
         self.cache_entries: Gauge = Gauge(
             PREFIX + "cache_entries",
-            "Pre-signed responses kept by the live workers",
+            "Pre-signed responses in the host's store",
             registry=registry,
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemostrecent",
         )
         self.signing_duration: Histogram = Histogram(
             PREFIX + "signing_duration_seconds",

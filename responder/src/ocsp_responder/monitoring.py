@@ -22,7 +22,7 @@ OCSP URL prefix.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -179,11 +179,20 @@ class Monitoring:
         issuers: the issuers whose state is reported.
         server: the ``[server]`` settings.
         clock: returns the current time, aware UTC.
+        before_scrape: called before each ``/-/metrics`` answer (the pre-signed
+            store's gauges read afresh).
     """
 
-    def __init__(self, issuers: IssuerSet, server: ServerConfig, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        issuers: IssuerSet,
+        server: ServerConfig,
+        clock: Clock = utc_now,
+        before_scrape: Callable[[], None] = lambda: None,
+    ) -> None:
         self.issuers = issuers
         self.clock = clock
+        self.before_scrape = before_scrape
         self._registry = metrics.scrape_registry([IssuerCollector(issuers, server, clock)])
 
     def answer(self, method: str, path: str, query: str) -> Reply:
@@ -200,6 +209,7 @@ class Monitoring:
         if path == METRICS:
             from prometheus_client import generate_latest
 
+            self.before_scrape()
             return _reply("200 OK", METRICS_TYPE, generate_latest(self._registry))
         ok, report = health(self.issuers, self.clock())
         status = "200 OK" if ok else "503 Service Unavailable"

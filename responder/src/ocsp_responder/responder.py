@@ -182,14 +182,15 @@ class Responder:
                 return Answer(TRY_LATER)
             counters.answers[status.state].inc()
             return Answer(signed.der, signed, cacheable=False)
-        key = (issuer.name, cert_id.serial_number, algorithm)
-        signed_or_none = self.cache.get(key, status, now)
-        if signed_or_none is None or signed_or_none.next_update > until:
+        key = (issuer.signing_context, cert_id.serial_number, algorithm)
+        signed_or_none = self.cache.get(key, status, now, until)
+        if signed_or_none is None:
             self._cache_misses.inc()
             signed_or_none = self._sign_live(issuer, cert_id, status, now, nonce=None, until=until)
             if signed_or_none is None:
                 return Answer(TRY_LATER)
-            self.cache.put(key, signed_or_none)
+            # another worker's response for the same key, when it stored one first
+            signed_or_none = self.cache.put(key, signed_or_none, now, until)
         else:
             self._cache_hits.inc()
         counters.answers[status.state].inc()

@@ -15,6 +15,11 @@ metrics of all workers add up; gunicorn's ``child_exit`` hook forgets the gauges
 a worker that exited (:mod:`ocsp_responder.metrics`). A directory ``serve`` made
 under the system's temporary directory is removed when it stops.
 
+The workers share one pre-signed store (:mod:`ocsp_responder.cache`), the SQLite
+file :data:`PRESIGNED_STORE` in ``$RUNTIME_DIRECTORY`` (systemd's
+``RuntimeDirectory=``) or in a directory of its own under the temporary directory;
+``serve`` empties it at start, so a restart signs afresh.
+
 HTTP limits: the request line is limited to
 :func:`~ocsp_responder.config.request_line_limit` of ``max_request_size`` (a longer
 GET target gets HTTP 414 from gunicorn); bodies are bounded by the app (413).
@@ -26,6 +31,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,10 @@ from .loader import Service, load_service, print_problems, setup_logging
 from .status_data import utc_now
 
 log = logging.getLogger("ocsp_responder")
+
+#: The pre-signed store's file name, in ``$RUNTIME_DIRECTORY`` under systemd (a
+#: tmpfs), else in a directory ``serve`` makes under the temporary directory.
+PRESIGNED_STORE = "presigned.sqlite3"
 
 #: gunicorn's worker timeout, graceful stop timeout and keep-alive, seconds.
 WORKER_TIMEOUT = 30
@@ -53,6 +63,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         bind: overrides ``[server] bind`` (None: the config's).
         workers: overrides ``[server] workers`` (None: the config's).
         metrics_dir: the multiprocess metrics directory in use (fixed until restart).
+        store: the pre-signed store shared by all workers (fixed until restart).
     """
 
     def __init__(
@@ -63,8 +74,10 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         bind: str | None,
         workers: int | None,
         metrics_dir: Path,
+        store: Path,
     ) -> None:
         self.path = path
+        self.store = store
         self.service = service
         self.bind = bind
         self.workers = workers
@@ -107,7 +120,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
     def _reload(self) -> None:
         """Replace the service with one built from the file; keep it on problems."""
         try:
-            service = load_service(self.path)
+            service = load_service(self.path, presigned_store=self.store)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
             return
@@ -154,18 +167,36 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
         print_problems(exc)
         return 1
     metrics_dir = configured or metrics.default_dir()
-    # made by default_dir() under the temporary directory: ours to remove at exit
-    temporary = configured is None and not os.environ.get("RUNTIME_DIRECTORY")
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    # made under the temporary directory: ours to remove at exit
+    temporary = [] if runtime else [Path(tempfile.mkdtemp(prefix="ocsp-responder-presigned-"))]
+    if configured is None and not runtime:
+        temporary.append(metrics_dir)
+    store = Path(runtime or temporary[0]) / PRESIGNED_STORE
     owner = os.getpid()
     try:
-        return _serve(path, bind, workers, metrics_dir)
+        return _serve(path, bind, workers, metrics_dir, store)
     finally:
-        if temporary and os.getpid() == owner:  # not in a gunicorn worker leaving
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if os.getpid() == owner:  # not in a gunicorn worker leaving
+            for directory in temporary:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
-def _serve(path: str, bind: str | None, workers: int | None, metrics_dir: Path) -> int:
-    """:func:`serve` once the metrics directory is chosen."""
+def _fresh_store(store: Path) -> None:
+    """Remove the pre-signed store an earlier run left (its WAL and shared-memory
+    files too): every start of ``serve`` begins with an empty one.
+
+    Raises:
+        OSError: one of them exists and cannot be removed.
+    """
+    for name in (store.name, store.name + "-wal", store.name + "-shm"):
+        (store.parent / name).unlink(missing_ok=True)
+
+
+def _serve(
+    path: str, bind: str | None, workers: int | None, metrics_dir: Path, store: Path
+) -> int:
+    """:func:`serve` once the metrics directory and the pre-signed store are chosen."""
     try:
         metrics.use_multiprocess_dir(metrics_dir)
     except metrics.MetricsDirError as exc:
@@ -173,7 +204,13 @@ def _serve(path: str, bind: str | None, workers: int | None, metrics_dir: Path) 
         return 1
     log.info("metrics of all processes are kept in %s", metrics_dir)
     try:
-        service = load_service(path)
+        _fresh_store(store)
+    except OSError as exc:
+        print(f"{store}: cannot remove the last run's pre-signed store: {exc}", file=sys.stderr)
+        return 1
+    log.info("pre-signed responses of all workers are kept in %s", store)
+    try:
+        service = load_service(path, presigned_store=store)
     except ConfigError as exc:
         print_problems(exc)
         return 1
@@ -186,5 +223,7 @@ def _serve(path: str, bind: str | None, workers: int | None, metrics_dir: Path) 
         problem = issuer.unavailable(now)
         if problem is not None:
             log.error("answering tryLater: %s", problem)
-    GunicornServer(path, service, bind=bind, workers=workers, metrics_dir=metrics_dir).run()
+    GunicornServer(
+        path, service, bind=bind, workers=workers, metrics_dir=metrics_dir, store=store
+    ).run()
     return 0

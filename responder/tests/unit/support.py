@@ -354,13 +354,15 @@ def build_stack(
     max_data_age: int = MAX_DATA_AGE,
     grace: int = 0,
     max_live_signings: int = ServerConfig.max_live_signings,
+    presigned_store: Path | None = None,
 ) -> Stack:
     """Issuer -> Responder -> OCSPApp for ``pki``'s CA on ``clock``.
 
     ``table`` (serial -> Status) is published as confirmed at ``confirmed_at``
     (default: the clock's time, whole seconds). The other settings are in seconds
     or octets, as in ``[server]`` and ``[[issuer]]``; ``state_dir`` is only stat'ed
-    (nothing is persisted).
+    (nothing is persisted). ``presigned_store``: the SQLite file of the pre-signed
+    store (two stacks on one file are two workers of a host); None: in memory.
     """
     confirmed = confirmed_at or clock().replace(microsecond=0)
     source = MemorySource(table, confirmed)
@@ -386,7 +388,7 @@ def build_stack(
         cert_id_keys=cert_id_keys(pki.ca),
     )
     issuers = IssuerSet([issuer])
-    cache = ResponseCache(cache_size, cache_bytes, refresh_fraction)
+    cache = ResponseCache(cache_size, cache_bytes, refresh_fraction, path=presigned_store)
     # live_signing_wait 0: a unit test that holds every slot never waits.
     responder = Responder(
         issuers, cache, clock, max_live_signings=max_live_signings, live_signing_wait=0
