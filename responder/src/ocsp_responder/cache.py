@@ -32,10 +32,15 @@ Two bounds, both held after every ``put`` for the whole store:
 Least recently used entries are dropped first (each process writes the last uses of
 its hits in batches, :data:`TOUCH_BATCH`); 0 for either bound disables caching.
 
-A store that fails (locked past ``BUSY_TIMEOUT``, a damaged file, a full disk) is
-never an error for a client: a failing ``get`` is a miss and a failing ``put``
-serves the response just signed; the first failure after a success is logged at
-ERROR, the recovery at WARNING.
+A store that fails (locked past ``BUSY_TIMEOUT``, a damaged file or row, a full
+disk) is never an error for a client: a failing ``get`` is a miss and a failing
+``put`` serves the response just signed; the first failure after a success is
+logged at ERROR, the recovery at WARNING. After a failure the process leaves the
+store alone for ``BACKOFF`` seconds (every get a miss, every put skipped), so a
+stuck writer elsewhere (a worker stopped inside a transaction) costs each
+request at most one short wait, not one per operation. Writes a hit makes (its
+last use, dropping a stale entry) never wait for the lock: they are skipped when
+another process writes.
 
 Metrics (:mod:`ocsp_responder.metrics`): ``ocsp_responder_cache_evictions_total``
 counts entries dropped to hold the bounds (not those dropped as stale or for a
@@ -57,11 +62,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from cryptography import x509
-
 from . import metrics
 from .signing import SignedResponse
-from .sources import CertState, Status
+from .sources import Status
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +81,22 @@ ENTRY_OVERHEAD = 1024
 #: A hit does not write its last use at once: a process keeps its last uses in memory
 #: and writes them in its next put (before evicting) or once it holds this many, so a
 #: hit is one read instead of a read and a write. The LRU order is exact within a
-#: process; another process's eviction does not see uses not yet written.
+#: process; another process's eviction does not see uses not yet written, and a batch
+#: that finds another process writing is dropped.
 TOUCH_BATCH = 256
 
-#: Seconds an operation waits for another process's write to end before it counts as
-#: a failure (a miss, or the signed response served without being stored).
-BUSY_TIMEOUT = 1.0
+#: Seconds a put waits for another process's write to end before it counts as a
+#: failure (the signed response served without being stored); a write takes well
+#: under a millisecond. The threads of a process take turns on its connection, so
+#: one of them waiting holds the others that long too.
+BUSY_TIMEOUT = 0.1
+
+#: Seconds a process leaves the store alone after a failure (see the module docstring).
+BACKOFF = 1.0
+
+#: Bound on the write-ahead log kept after a checkpoint, octets (it lives in the
+#: RuntimeDirectory, a tmpfs: memory).
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS presigned (
@@ -126,21 +139,13 @@ _T = TypeVar("_T")
 
 
 def status_text(status: Status) -> str:
-    """``status`` as one string, equal for two Status exactly when they are equal:
-    ``state|revocation time (ISO 8601)|revocationReason``, empty parts for None."""
+    """``status`` as one string, ``state|revocation time (ISO 8601)|revocationReason``
+    with empty parts for None: two texts are equal only when the Status are (the
+    same instant written with two UTC offsets differs: a miss, never a wrong
+    answer)."""
     when = status.revocation_time.isoformat() if status.revocation_time else ""
     reason = status.reason.value if status.reason else ""
     return f"{status.state.value}|{when}|{reason}"
-
-
-def _parse_status(text: str) -> Status:
-    """The inverse of :func:`status_text`."""
-    state, when, reason = text.split("|")
-    return Status(
-        CertState(state),
-        datetime.fromisoformat(when) if when else None,
-        x509.ReasonFlags(reason) if reason else None,
-    )
 
 
 class ResponseCache:
@@ -179,6 +184,7 @@ class ResponseCache:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._failing = False
+        self._backoff_until = 0.0
         #: entry id -> time of its last use (ns) not yet written (see TOUCH_BATCH)
         self._touched: dict[int, int] = {}
         found = metrics.get()
@@ -193,7 +199,8 @@ class ResponseCache:
         for any operation; the next operation tries again."""
         if self._conn is not None and self._pid == os.getpid():
             return
-        self._run(lambda conn: None, None)
+        if time.monotonic() >= self._backoff_until:
+            self._run(lambda conn: None, None)
 
     def publish(self) -> None:
         """Set the entries and bytes gauges to the store's totals now (before a scrape:
@@ -243,8 +250,9 @@ class ResponseCache:
                 still stands.
 
         Returns:
-            The response to serve: the one already stored for ``key`` when it stands
-            (so every worker serves the same bytes), else ``response``.
+            The response to serve: the one already stored for ``key`` (by another
+            process or thread) when it stands, so every worker serves the same
+            bytes; else ``response``.
         """
         if not self.enabled:
             return response
@@ -261,18 +269,23 @@ class ResponseCache:
     # ------------------------------------------------------------------ internals
 
     def _run(self, operation: Callable[[sqlite3.Connection], _T], fallback: _T) -> _T:
-        """Run ``operation`` on this process's connection under the lock; on an SQLite
-        error roll back, log the first failure, and return ``fallback``."""
+        """Run ``operation`` on this process's connection under the lock. On any
+        error (SQLite's, or a damaged row's value) roll back, log the first failure,
+        leave the store alone for :data:`BACKOFF` seconds, and return ``fallback``;
+        within a back-off return ``fallback`` at once."""
         with self._lock:
+            if time.monotonic() < self._backoff_until:
+                return fallback
             try:
                 conn = self._connection()
                 result = operation(conn)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # never an error for a client
                 if self._conn is not None and self._conn.in_transaction:
                     try:
                         self._conn.rollback()
                     except sqlite3.Error:
                         self._conn = None  # reopened on the next operation
+                self._backoff_until = time.monotonic() + BACKOFF
                 if not self._failing:
                     log.error(
                         "pre-signed store %s failed, signing without it: %s: %s",
@@ -296,7 +309,10 @@ class ResponseCache:
             )
             try:
                 if self.path is not None:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if mode != "wal":
+                        raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
+                    conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
                 # a cache: recreated at every start of serve, nothing to keep at a crash
                 conn.execute("PRAGMA synchronous=OFF")
                 conn.executescript(_SCHEMA)
@@ -324,17 +340,17 @@ class ResponseCache:
         if row is None:
             return None
         if not _stands(row[1:], status, now, until):
-            conn.execute("BEGIN IMMEDIATE")
-            self._delete(conn, key)
-            self._publish(conn)
-            conn.execute("COMMIT")
+
+            def drop() -> None:
+                self._delete(conn, key)
+                self._publish(conn)
+
+            self._write_if_free(conn, drop)
             return None
         self._touched[row[0]] = time.time_ns()
         if len(self._touched) >= TOUCH_BATCH:
-            conn.execute("BEGIN IMMEDIATE")
-            self._flush_touches(conn)
-            conn.execute("COMMIT")
-        return _response(row[1:])
+            self._write_if_free(conn, lambda: self._flush_touches(conn))
+        return _response(row[1:], status)
 
     def _put(
         self,
@@ -357,7 +373,7 @@ class ResponseCache:
             ).fetchone()
             if row is not None and _stands(row[1:], response.status, now, until):
                 conn.execute("COMMIT")
-                return _response(row[1:])
+                return _response(row[1:], response.status)
             if row is not None:
                 self._delete(conn, key)
             evicted = 0
@@ -397,6 +413,23 @@ class ResponseCache:
         if evicted:
             self._evictions.inc(evicted)
         return response
+
+    def _write_if_free(self, conn: sqlite3.Connection, write: Callable[[], object]) -> None:
+        """Run ``write`` in a transaction if no other process is writing; else skip it
+        (the pending last uses are dropped: they only order evictions)."""
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            write()
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            self._touched.clear()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
 
     def _flush_touches(self, conn: sqlite3.Connection) -> None:
         """Write this process's pending last uses (inside a transaction)."""
@@ -471,12 +504,13 @@ def _stands(row: Row, status: Status, now: datetime, until: datetime) -> bool:
     )
 
 
-def _response(row: Row) -> SignedResponse:
-    """The SignedResponse a stored row holds."""
-    der, status, this_update, next_update, _, etag, last_modified, expires = row
+def _response(row: Row, status: Status) -> SignedResponse:
+    """The SignedResponse a stored row holds (``status``: the one it states, as
+    :func:`_stands` found)."""
+    der, _, this_update, next_update, _, etag, last_modified, expires = row
     return SignedResponse(
         der=der,
-        status=_parse_status(status),
+        status=status,
         this_update=datetime.fromtimestamp(this_update, UTC),
         next_update=datetime.fromtimestamp(next_update, UTC),
         etag=etag,

@@ -17,6 +17,7 @@ answer signed live, never an error; test_damaged_store_file_signs_live.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp
 
-from ocsp_responder.cache import ENTRY_OVERHEAD
+from ocsp_responder.cache import ENTRY_OVERHEAD, TOUCH_BATCH
 from ocsp_responder.request import decode_request
 from ocsp_responder.signing import sign_response
 from ocsp_responder.sources import GOOD, CertState, Status
@@ -153,3 +154,46 @@ def test_damaged_store_file_signs_live(
     assert len(errors) == 1, errors
     assert str(store) in errors[0]
     assert stack.cache.size_bytes == 0
+
+
+def test_hits_are_served_while_another_process_holds_the_write_lock(
+    make_stack: Callable[..., Stack], pki: Pki, store: Path
+) -> None:
+    """A worker stopped inside a transaction (here: another connection holding
+    BEGIN IMMEDIATE): hits never turn into misses, even when the last uses of
+    TOUCH_BATCH entries are due to be written; a miss is signed live and served."""
+    serials = range(1, TOUCH_BATCH + 11)
+    stack = make_stack(dict.fromkeys(serials, GOOD), presigned_store=store, cache_size=1000)
+    first = {serial: post(stack, pki, serial).body for serial in serials}
+    other = sqlite3.connect(store, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        again = {serial: post(stack, pki, serial).body for serial in serials}
+        assert again == first
+        assert state(post(stack, pki, 0xDEAD)) == ocsp.OCSPCertStatus.UNKNOWN  # a miss
+    finally:
+        other.rollback()
+        other.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["size = 1e999", "refresh_at = 'soon'", "this_update = 1e300"],
+    ids=["size-overflow", "refresh-at-text", "this-update-overflow"],
+)
+def test_a_damaged_row_is_a_miss_and_leaves_the_store_usable(
+    make_stack: Callable[..., Stack], pki: Pki, store: Path, damage: str
+) -> None:
+    """A row whose values do not fit (damaged file): the answer is signed live and
+    correct, not internalError, and no transaction is left open: another worker
+    stores and serves its answers."""
+    one = make_stack({**TABLE, B: REVOKED}, presigned_store=store)
+    post(one, pki, A)
+    with sqlite3.connect(store, isolation_level=None) as raw:
+        raw.execute(f"UPDATE presigned SET {damage}")
+    assert state(post(one, pki, A)) == ocsp.OCSPCertStatus.GOOD
+    assert not one.cache._conn or not one.cache._conn.in_transaction
+    two = make_stack({**TABLE, B: REVOKED}, presigned_store=store)
+    revoked = post(two, pki, B)
+    assert state(revoked) == ocsp.OCSPCertStatus.REVOKED
+    assert post(two, pki, B).body == revoked.body
