@@ -10,7 +10,8 @@ nginx with `openssl ocsp`), then checked from outside:
 * nginx's user reaches the origin through it, `nobody` is refused;
 * `openssl ocsp` through nginx answers `revoked` for a revoked leaf (verified),
   also after `systemctl restart ocsp-responder` (the socket stays; the service
-  gets it again);
+  gets it again) and after the socket moves to another path (the old one is
+  stopped and removed first);
 
 then the play runs again without the override, and the loopback port is back
 with the socket unit gone. Only in the default scenario (the crl scenario runs
@@ -28,6 +29,7 @@ import pytest
 from ocsp_testlib import CaInstance, run_site, unit_pids
 
 SOCKET = "/run/ocsp-responder.sock"
+OTHER_SOCKET = "/run/ocsp-responder-b.sock"
 SOCKET_UNIT = "/etc/systemd/system/ocsp-responder.socket"
 UNIT = "ocsp-responder.service"
 TAGS = "ocsp_responder_config,ocsp_responder_service,ocsp_responder_nginx,verify"
@@ -104,20 +106,48 @@ def test_openssl_ocsp_through_nginx_and_a_restart(
     )
 
 
+def test_a_new_socket_path_replaces_the_old(
+    host: Any, ca: CaInstance, unix_bind: None, report: list[str]
+) -> None:
+    """unix:A -> unix:B: the old socket is stopped before the new one starts (its
+    file removed), the service takes the new one, nginx answers through it."""
+    _play("-e", json.dumps({"ocsp_responder_bind": f"unix:{OTHER_SOCKET}"}))
+    assert host.file(OTHER_SOCKET).is_socket
+    assert not host.file(SOCKET).exists, f"{SOCKET} left behind"
+    listeners = [line for line in host.check_output("ss -Hxlp").splitlines()]
+    pids = unit_pids(host, UNIT)
+    assert any(
+        OTHER_SOCKET in line and f"pid={pid}," in line for line in listeners for pid in pids
+    ), listeners
+    issuer = ca.manifest["issuers"][0]["name"]
+    leaf = _revoked_leaf(ca, issuer)
+    answer = ca.query_post(issuer, cert=leaf["cert"])
+    assert answer.status == "revoked" and answer.verify_ok, answer.output
+    report.append(f"unix:{SOCKET} -> unix:{OTHER_SOCKET}: old socket removed, revoked via nginx")
+
+
 def test_the_default_bind_comes_back(host: Any, unix_bind: None) -> None:
     """Last in the module: the play without the override removes the socket unit
     and serves on the loopback port again (the rest of the suite relies on it)."""
     _play()
     assert not host.file(SOCKET_UNIT).exists
     assert not host.file(SOCKET).exists
+    assert not host.file(OTHER_SOCKET).exists
     out = host.check_output("curl -sS -m 5 http://127.0.0.1:8080/-/health")
     assert '"issuers"' in out, out
 
 
 @pytest.mark.parametrize(
     "bind",
-    ["unix:/run/ocsp-responder/ocsp.sock", "unix:relative.sock", "unix:/run/ocsp.sock/"],
-    ids=["in-runtime-directory", "relative", "trailing-slash"],
+    [
+        "unix:/run/ocsp-responder/ocsp.sock",
+        "unix:/run//ocsp-responder/ocsp.sock",
+        "unix:/run/./ocsp-responder/ocsp.sock",
+        "unix:relative.sock",
+        "unix:/run/ocsp.sock/",
+        "unix:/run/ocsp-%i.sock",
+    ],
+    ids=["in-runtime-directory", "double-slash", "dot", "relative", "trailing-slash", "specifier"],
 )
 def test_a_bad_unix_bind_fails_validation_naming_it(host: Any, bind: str) -> None:
     """Refused before anything changes (validate.yml runs under every tag); the

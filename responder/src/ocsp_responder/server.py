@@ -7,6 +7,10 @@ it; a worker that dies is replaced. Signals are gunicorn's:
 
 * SIGHUP: re-read the config file. A config with problems is logged and the running
   one kept; a good one replaces it in freshly started workers (old ones drain).
+  Under systemd socket activation (``LISTEN_FDS``: the role's ``ocsp-responder.socket``
+  for a ``unix:PATH`` bind) the sockets systemd handed over are kept whatever
+  ``bind`` says now (a warning names the new value): a new bind takes effect when
+  the socket unit and the service are restarted.
 * SIGTERM: graceful stop: stop accepting, finish in-flight requests, exit.
 
 Before anything else ``serve`` makes ``[server] metrics_dir`` prometheus_client's
@@ -83,6 +87,12 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         self.workers = workers
         self.metrics_dir = metrics_dir
         self.started_metrics_dir = service.config.server.metrics_dir
+        # systemd socket activation (gunicorn takes the sockets and clears these
+        # variables when its arbiter starts, after the first load_config)
+        self.socket_activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and (
+            os.environ.get("LISTEN_FDS", "0") not in ("", "0")
+        )
+        self.started_bind = bind or service.config.server.bind
         self.loaded = False
         super().__init__()
 
@@ -92,8 +102,17 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             self._reload()
         self.loaded = True
         server = self.service.config.server
+        bind = self.bind or server.bind
+        if self.socket_activated and bind != self.started_bind:
+            # gunicorn would close systemd's sockets and bind the new address itself
+            log.warning(
+                "server.bind changed to %s: the sockets systemd handed over stay in use "
+                "until the service and its socket unit are restarted",
+                bind,
+            )
+            bind = self.started_bind
         settings: dict[str, Any] = {
-            "bind": [self.bind or server.bind],
+            "bind": [bind],
             "workers": self.workers or server.workers,
             # gthread keeps nginx's upstream connections alive (sync workers close
             # every connection, which costs more than the response itself).
