@@ -186,6 +186,12 @@ class CaInstance:
             leaf for leaf in self.manifest["leaves"] if issuer in (None, leaf["issuer"])
         ]
 
+    def revoked_leaf(self, issuer: str) -> dict[str, Any]:
+        """The first manifest leaf of `issuer` that the CA revoked (fails if none)."""
+        leaves = [leaf for leaf in self.leaves(issuer) if leaf.get("revoke")]
+        assert leaves, f"the test PKI has no revoked leaf under {issuer}"
+        return leaves[0]
+
     def database(self, issuer: str) -> dict[str, DatabaseEntry]:
         """The CA database of `issuer` as it is now on the CA instance."""
         return parse_database(

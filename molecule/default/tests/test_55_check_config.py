@@ -40,12 +40,6 @@ def _issuer_source(host: Any, name: str) -> tuple[str, str]:
     raise AssertionError(f"{CONFIG}: no issuer {name}")
 
 
-def _revoked_leaf(ca: CaInstance, issuer: str) -> dict[str, Any]:
-    leaves = [leaf for leaf in ca.leaves(issuer) if leaf.get("revoke")]
-    assert leaves, f"the test PKI has no revoked leaf under {issuer}"
-    return leaves[0]
-
-
 def test_a_rejected_status_file_fails_the_revocation_data_play(
     host: Any, ca: CaInstance, report: list[str]
 ) -> None:
@@ -54,7 +48,7 @@ def test_a_rejected_status_file_fails_the_revocation_data_play(
     entry = ca.issuer(issuer)
     ca_file = entry["database"] if kind == "index" else entry["crl"]
     backup = f"{ca_file}.test-55"
-    leaf = _revoked_leaf(ca, issuer)
+    leaf = ca.revoked_leaf(issuer)
     assert ca.query_post(issuer, cert=leaf["cert"]).status == "revoked"
 
     with publisher_stopped(ca):

@@ -47,12 +47,6 @@ def _play(*extra: str) -> str:
     return proc.stdout
 
 
-def _revoked_leaf(ca: CaInstance, issuer: str) -> dict[str, Any]:
-    leaves = [leaf for leaf in ca.leaves(issuer) if leaf.get("revoke")]
-    assert leaves, f"the test PKI has no revoked leaf under {issuer}"
-    return leaves[0]
-
-
 @pytest.fixture(scope="module")
 def unix_bind(host: Any) -> Iterator[None]:
     """The deployment with a unix:PATH bind; the default back after the module
@@ -93,7 +87,7 @@ def test_openssl_ocsp_through_nginx_and_a_restart(
     host: Any, ca: CaInstance, unix_bind: None, report: list[str]
 ) -> None:
     issuer = ca.manifest["issuers"][0]["name"]
-    leaf = _revoked_leaf(ca, issuer)
+    leaf = ca.revoked_leaf(issuer)
     answer = ca.query_post(issuer, cert=leaf["cert"])
     assert answer.status == "revoked" and answer.verify_ok, answer.output
     host.check_output(f"systemctl restart {UNIT}")
@@ -120,7 +114,7 @@ def test_a_new_socket_path_replaces_the_old(
         OTHER_SOCKET in line and f"pid={pid}," in line for line in listeners for pid in pids
     ), listeners
     issuer = ca.manifest["issuers"][0]["name"]
-    leaf = _revoked_leaf(ca, issuer)
+    leaf = ca.revoked_leaf(issuer)
     answer = ca.query_post(issuer, cert=leaf["cert"])
     assert answer.status == "revoked" and answer.verify_ok, answer.output
     report.append(f"unix:{SOCKET} -> unix:{OTHER_SOCKET}: old socket removed, revoked via nginx")
