@@ -17,7 +17,7 @@ Prints one JSON object: microseconds of CPU (``time.process_time``) per request 
 
 The difference between ``wsgi_app`` and ``library_response`` is the responder's own
 code; the difference between the origin's CPU per request under wrk and ``wsgi_app``
-is gunicorn and the sockets.
+is granian (HTTP, the RSGI adapter) and the sockets.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Processes the benchmark starts, the private network namespace, and small probes.
 
 Every server runs in its own process group, so that stopping it reaches every
-process it forked (``openssl ocsp -multi`` children, gunicorn workers, nginx workers)
+process it forked (``openssl ocsp -multi`` children, granian workers, nginx workers)
 and Ctrl-C reaches only the harness, which then stops them; the kernel sends it
 SIGTERM if the harness dies (PR_SET_PDEATHSIG). Not a new session: ``openssl ocsp
 -multi`` calls setpgid(0, 0) and exits 1 when that fails, as it does for a session
@@ -48,7 +48,7 @@ class Server:
 
     @property
     def pid(self) -> int:
-        """Process id of the leader (openssl parent, gunicorn master, nginx master)."""
+        """Process id of the leader (openssl parent, granian main process, nginx master)."""
         return self.proc.pid
 
     def group_pids(self) -> list[int]:

@@ -5,7 +5,7 @@ Two views, both in RUN.json under ``profile``:
 process, nothing else running), next to the CPU per request of the origin, of nginx
 and of ``openssl ocsp`` during the measured point at the same concurrency;
 ``py_spy``: an extra wrk point under ``py-spy record --native`` (wall-clock samples of
-every gunicorn worker; a worker waiting for a core on a busy host shows up in
+every granian worker; a worker waiting for a core on a busy host shows up in
 whatever call it was in, typically a socket call).
 """
 
@@ -97,7 +97,7 @@ def py_spy(
     duration: int,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """An extra wrk point through nginx while py-spy samples the gunicorn master and workers."""
+    """An extra wrk point through nginx while py-spy samples granian's main process and workers."""
     raw = out_dir / f"profile-{mix.name}-{signer}.txt"
     rec = subprocess.Popen(
         [
@@ -143,7 +143,7 @@ def py_spy(
             "rps_while_profiled": point["rps"],
             "connections": conns,
             "tool": "py-spy record --subprocesses --native "
-            "--rate 200 (gunicorn master + workers), wall-clock",
+            "--rate 200 (granian main process + workers), wall-clock",
         }
     )
     return summary

@@ -145,9 +145,7 @@ PROFILE_BUCKETS = {
     "responder WSGI app (OCSPApp.__call__)": "OCSPApp.__call__",
     "  signing (OCSPResponseBuilder.sign)": "OCSPResponseBuilder.sign",
     "  RSA/EC arithmetic in OpenSSL": "ossl_",
-    "gunicorn request parsing (Parser.__next__)": "Parser.__next__",
-    "gunicorn response write (util.write -> send)": "write (gunicorn/util.py",
-    "gunicorn close_graceful (waits for the peer's FIN)": "close_graceful",
+    "rsgi adapter (environ, body read)": "rsgi.py",
     "accept (socket.accept)": "socket.accept (",
 }
 
@@ -210,7 +208,7 @@ def profile_text(profile: dict[str, Any]) -> str:
             ("+ cryptography builds/signs/encodes the response", layers.get("library_response_us")),
             ("+ the responder's WSGI app, in-process", layers.get("wsgi_app_us")),
             (
-                f"origin under wrk, c={layers.get('connections')} (+ gunicorn, sockets)",
+                f"origin under wrk, c={layers.get('connections')} (+ granian, sockets)",
                 layers.get("origin_under_wrk_us"),
             ),
             ("nginx under wrk (proxying)", layers.get("nginx_under_wrk_us")),
@@ -223,7 +221,7 @@ def profile_text(profile: dict[str, Any]) -> str:
         lines.append(f"py-spy failed: {spy['error']}")
     elif spy:
         lines.append(
-            f"py-spy, wall-clock, {spy['samples']} samples of the gunicorn workers "
+            f"py-spy, wall-clock, {spy['samples']} samples of the granian workers "
             f"({spy['rps_while_profiled']} req/s while profiled):"
         )
         for label, value in spy.get("buckets", {}).items():

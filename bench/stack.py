@@ -111,7 +111,7 @@ def write_config(repo: Path, pki: Pki, signer: str, etc: Path, *, bind: str, wor
         signer: ``rsa`` or ``ec``.
         etc: directory playing /etc/ocsp-responder.
         bind: HOST:PORT for the responder.
-        workers: gunicorn workers.
+        workers: the responder's worker processes.
 
     Returns:
         the config file.
@@ -133,10 +133,6 @@ def write_config(repo: Path, pki: Pki, signer: str, etc: Path, *, bind: str, wor
             "ansible_managed": "Rendered by bench/stack.py from the role's template",
             "ocsp_responder_bind": bind,
             "ocsp_responder_workers": workers,
-            # as many live-signing slots as threads (the bound never binds): with the
-            # role's 2, the POST-with-nonce points at c = 8 and 64 would partly
-            # measure tryLater answers, which wrk counts as successes (HTTP 200)
-            "ocsp_responder_max_live_signings": defaults["ocsp_responder_threads"],
             "ocsp_responder_state_dir": str(etc / "state"),
             "__ocsp_responder_issuers": [
                 {
@@ -273,7 +269,7 @@ class Ours:
     """The running responder and the nginx in front of it.
 
     Attributes:
-        origin: the ``ocsp-responder serve`` process (gunicorn master).
+        origin: the ``ocsp-responder serve`` process (granian's main process).
         nginx: the nginx master.
         origin_port: the responder's loopback port.
         nginx_port: nginx's loopback port.

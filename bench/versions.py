@@ -32,7 +32,7 @@ def collect(venv: Path, repo: Path) -> dict[str, str]:
         "cpus": str(os.cpu_count()),
         "py-spy": _cmd_version([str(venv / "bin" / "py-spy"), "--version"]),
     }
-    for dist in ("cryptography", "gunicorn", "ocsp-responder", "Jinja2"):
+    for dist in ("cryptography", "granian", "ocsp-responder", "Jinja2"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

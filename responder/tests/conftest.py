@@ -80,7 +80,7 @@ def live_issuer(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., LiveIssuer]]
     is ``index`` (the CA's index.txt, or with ``published`` a copy of it) or
     ``crl`` (the CA's CRL from ``openssl ca -gencrl``). Stopped after the test.
 
-    More keywords: ``workers`` (gunicorn workers, default 1), ``command_prefix``
+    More keywords: ``workers`` (serve worker processes, default 1), ``command_prefix``
     (run ``serve`` under it, see responder_process.no_dac_prefix), ``signer_dates``
     (``startdate``/``enddate`` of the delegated signer).
     """

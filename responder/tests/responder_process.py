@@ -252,7 +252,7 @@ def no_dac_prefix() -> tuple[str, ...]:
     return (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
 
 
-#: A log record's level as our logging format and gunicorn's both write it: ``[ERROR]``.
+#: A log record's level as our logging format writes it (granian's lines too): ``[ERROR]``.
 _LEVEL = re.compile(r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]")
 
 
@@ -275,7 +275,7 @@ class Responder:
     Args:
         config: the config.toml to serve.
         log: file that receives the process's stdout and stderr.
-        workers: ``serve --workers`` (gunicorn worker processes).
+        workers: ``serve --workers`` (granian worker processes).
         command_prefix: run ``serve`` under this command (e.g. :func:`no_dac_prefix`);
             it must exec the responder, so the serve process keeps its pid.
     """
@@ -361,12 +361,13 @@ class Responder:
         return self.process is not None and self.process.poll() is None
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to the serve process (the gunicorn master)."""
+        """Send ``signum`` to the serve process (granian's main process)."""
         assert self.process is not None
         self.process.send_signal(signum)
 
     def worker_pids(self) -> set[int]:
-        """PIDs of the serve process's children: the gunicorn workers."""
+        """PIDs of the serve process's children: the granian workers (during a SIGHUP
+        replacement, briefly a fresh worker beside the old one it replaces)."""
         assert self.process is not None
         pids: set[int] = set()
         for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
@@ -375,13 +376,17 @@ class Responder:
         return pids
 
     def booted_workers(self, after: int = 0) -> set[int]:
-        """PIDs from gunicorn's ``Booting worker with pid: N`` lines past offset ``after``."""
+        """PIDs from granian's ``Spawning worker-K with PID: N`` lines past offset ``after``."""
         text = self.log_text()[after:]
-        return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", text)}
+        return {int(pid) for pid in re.findall(r"Spawning worker-\d+ with PID: (\d+)", text)}
 
     def wait_for_workers(self, old: set[int], keep: int = 0, timeout: float = 30.0) -> set[int]:
-        """Wait until the master runs ``self.workers`` workers, exactly ``keep`` of them from
-        ``old`` and the others new ones that gunicorn logged as booted; return their pids.
+        """Wait until the main process runs ``self.workers`` workers, exactly ``keep`` of them
+        from ``old`` and the others new ones that granian logged as spawned; return their
+        pids.
+
+        granian replaces workers one at a time (on SIGHUP: spawn the new one, then stop
+        the old one), so the count is checked too: a moment with both is not the end.
 
         Raises:
             AssertionError: that did not happen within ``timeout`` seconds.

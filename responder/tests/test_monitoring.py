@@ -1,6 +1,6 @@
 """Issue 10: the monitoring endpoints ``/-/health`` and ``/-/metrics``.
 
-Real ``ocsp-responder serve`` processes (one or two gunicorn workers), real files,
+Real ``ocsp-responder serve`` processes (one or two worker processes), real files,
 raw HTTP and ``openssl ocsp``; the metrics text is parsed with prometheus_client's
 own parser. Counts are compared with what the test sent, summed over the workers
 (prometheus_client multiprocess mode: each worker writes its own file in

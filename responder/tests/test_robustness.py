@@ -18,6 +18,7 @@ import http.client
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,6 @@ from responder_process import (
     get_path,
     http_call,
     post_ocsp,
-    raw_status_line,
     toml_config,
 )
 from scenario import IssuingCA, LiveIssuer, Pki, new_issuing_ca
@@ -225,17 +225,65 @@ def test_non_critical_single_request_extension_is_ignored(target: Target) -> Non
     assert answer.ocsp().serial_number == target.issuing.leaves["a"].serial
 
 
-def test_unreadable_chunked_body_is_400(target: Target) -> None:
-    """A POST whose chunked framing is broken gets HTTP 400, not 500 nor a traceback."""
+def _half_closed_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new connection, end the sending side (the client has no more
+    to say), and return everything the server answered until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_body_shorter_than_its_content_length_is_400(target: Target) -> None:
+    """A POST whose body ends before its Content-Length (the client stopped sending)
+    gets HTTP 400 "unreadable request body", not an OCSP answer for a cut body, nor
+    500, nor a traceback."""
     since = len(target.server.log_text())
     head = (
         b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(target.request)
     )
-    reply = raw_status_line(
-        target.server.port, head + b"zz-not-hex\r\n" + target.request + b"\r\n0\r\n\r\n"
+    reply = _half_closed_exchange(target.server.port, head + target.request[:-10])
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:300]
+    assert b"unreadable request body" in reply, reply[:300]
+    assert traceback_in_log(target.server, since) is None
+
+
+CHUNKED_HEAD = (
+    b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+#: Chunked bodies whose framing breaks (or that the client stops sending) after, or
+#: before, a whole OCSPRequest: before the 411, granian handed the cut body to the app
+#: as if it were whole, and the first three were answered with a signed "good".
+BROKEN_CHUNKED: dict[str, Callable[[bytes], bytes]] = {
+    "garbage-after-the-request": lambda der: _chunk(der) + b"zz-not-hex\r\n",
+    "no-crlf-after-the-chunk": lambda der: b"%x\r\n" % len(der) + der + b"garbage\r\n",
+    "client-stops-before-the-last-chunk": lambda der: _chunk(der),
+    "garbage-before-the-request": lambda der: b"zz-not-hex\r\n" + _chunk(der) + b"0\r\n\r\n",
+    "half-the-request-then-garbage": lambda der: _chunk(der[: len(der) // 2]) + b"zz\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CHUNKED))
+def test_broken_chunked_body_is_never_answered_for_the_request(target: Target, case: str) -> None:
+    """A POST whose chunked body is cut or badly framed gets no OCSP answer at all:
+    HTTP 411 (chunked bodies are refused, see ocsp_responder.rsgi), never a status
+    for the certificate, never 5xx, never a traceback."""
+    since = len(target.server.log_text())
+    reply = _half_closed_exchange(
+        target.server.port, CHUNKED_HEAD + BROKEN_CHUNKED[case](target.request)
     )
-    assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+    assert reply.startswith(b"HTTP/1.1 411 "), reply[:300]
     assert traceback_in_log(target.server, since) is None
 
 
@@ -294,7 +342,7 @@ RSS_SLACK = 16 * 1024 * 1024
 
 
 def worker_pid(server: Responder) -> int:
-    """The process id of the (single) gunicorn worker of ``server``."""
+    """The process id of the (single) worker of ``server``."""
     assert server.process is not None
     master = server.process.pid
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -303,7 +351,7 @@ def worker_pid(server: Responder) -> int:
 
 
 def worker_rss(server: Responder) -> int:
-    """VmRSS of the (single) gunicorn worker of ``server``, octets."""
+    """VmRSS of the (single) worker of ``server``, octets."""
     pid = worker_pid(server)
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

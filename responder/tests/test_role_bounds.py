@@ -27,7 +27,6 @@ ROLE = Path(__file__).resolve().parents[2] / "roles" / "ocsp_responder"
 #: path it is written to by templates/config.toml.j2.
 CONFIG_KEYS: dict[str, str] = {
     "ocsp_responder_workers": "server.workers",
-    "ocsp_responder_threads": "server.threads",
     "ocsp_responder_max_live_signings": "server.max_live_signings",
     "ocsp_responder_max_request_size": "server.max_request_size",
     "ocsp_responder_http_cache_max_age": "server.http_cache_max_age",

@@ -4,9 +4,10 @@ a unix socket and starts ``ocsp-responder serve`` with it (LISTEN_FDS) on the fi
 connection; answers are checked by ``openssl ocsp -respin`` (the client cannot
 speak over a unix socket itself).
 
-A SIGHUP with another ``bind`` in the file keeps the sockets systemd handed over,
-with a warning: before, gunicorn closed them and bound the new address itself
-(under the hardened unit an address it may not create: the service exited).
+A SIGHUP with another ``bind`` in the file keeps the socket systemd handed over,
+with a warning, and the fresh granian workers serve on it: the new address is never
+bound (under the hardened unit an address the service may not create; with gunicorn,
+before granian, that made the service exit).
 """
 
 from __future__ import annotations
@@ -119,12 +120,12 @@ def test_answers_on_the_activated_socket_and_keeps_it_across_a_bind_change(
     assert f"127.0.0.1:{port}" in config.read_text()
     log = tmp_path / "serve.log"
     proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: "sockets systemd handed over stay in use" in log.read_text(), 15), (
+    assert wait_for(lambda: "the socket systemd handed over stays in use" in log.read_text(), 15), (
         log.read_text()
     )
     assert wait_for(
-        lambda: "Booting worker" in log.read_text().rpartition("reloaded config")[2], 15
-    )
+        lambda: "Spawning worker" in log.read_text().rpartition("reloaded config")[2], 15
+    ), log.read_text()
     assert proc.poll() is None, log.read_text()
     assert verified("b") == "revoked"
     assert verified("a") == "good"

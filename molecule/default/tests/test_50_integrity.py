@@ -6,7 +6,7 @@ never costs a revocation, not even in a worker started while it is broken.
    max_data_age), leaves CRLs alone (they carry their own nextUpdate) and
    reports no change when nothing changed.
 2. With a certificate revoked and published, the responder's copy of the
-   status file is cut mid-line, one gunicorn worker is SIGKILLed and
+   status file is cut mid-line, one responder worker is SIGKILLed and
    respawned, and every answer through nginx (nonce requests, never from a
    cache) from both the surviving and the new worker is still "revoked".
    The new worker cannot have it from the broken file: it comes from the
@@ -41,8 +41,9 @@ SERVICE_USER = "ocsp-responder"
 REASON = "keyCompromise"
 # Seconds for the responder to notice a changed file (reload_interval 0.5 s).
 RELOAD_WAIT = 15
-# gunicorn closes idle keep-alive connections after 5 s; nginx then opens new
-# upstream connections, which any worker may accept.
+# nginx closes idle upstream connections after 5 s (keepalive_timeout of its
+# upstream block, below the responder's 10 s); it then opens new ones, which any
+# worker may accept (all accept on one listening socket).
 UPSTREAM_IDLE = 6
 BURST = 8
 
@@ -87,7 +88,7 @@ def main_pid(host: Any) -> int:
 
 
 def workers(host: Any) -> set[int]:
-    """PIDs of the gunicorn workers: the children of the unit's MainPID."""
+    """PIDs of the responder's workers: the children of the unit's MainPID."""
     out = host.run(f"ps --ppid {main_pid(host)} -o pid=").stdout
     return {int(pid) for pid in out.split()}
 
@@ -191,7 +192,7 @@ def test_a_worker_restarted_while_the_status_file_is_broken_keeps_the_revocation
         )
         time.sleep(2)  # let the running processes see (and reject) it
 
-        # SIGKILL one worker; gunicorn's master starts a new one.
+        # SIGKILL one worker; the main process starts a new one (after 1 s).
         before = workers(host)
         assert len(before) >= 2, f"{UNIT}: workers {before}"
         victim = min(before)

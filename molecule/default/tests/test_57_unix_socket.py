@@ -5,8 +5,9 @@ config, service, nginx and verify tags; the role's own verify queries through
 nginx with `openssl ocsp`), then checked from outside:
 
 * the socket is systemd's (ocsp-responder.socket): owner root, group www-data,
-  mode 0660, held by the service's main process (before this, gunicorn made a
-  0777 socket inside the 0750 RuntimeDirectory, which nginx could not enter);
+  mode 0660, held by the service's main process (before the socket unit, the
+  service made a 0777 socket inside the 0750 RuntimeDirectory, which nginx
+  could not enter);
 * nginx's user reaches the origin through it, `nobody` is refused;
 * `openssl ocsp` through nginx answers `revoked` for a revoked leaf (verified),
   also after `systemctl restart ocsp-responder` (the socket stays; the service

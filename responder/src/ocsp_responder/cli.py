@@ -1,6 +1,6 @@
 """Command line: ``ocsp-responder serve | check-config | accept-data | receive``.
 
-``serve`` runs the responder under an embedded gunicorn arbiter in the foreground
+``serve`` runs the responder under an embedded granian server in the foreground
 (:mod:`ocsp_responder.server`: signals, workers, metrics directory).
 
 ``check-config`` loads everything read-only (nothing is written to ``state_dir``),
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ocsp-responder`` console script; returns the exit code."""
     parser = argparse.ArgumentParser(prog="ocsp-responder", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the OCSP responder (embedded gunicorn)")
+    serve_cmd = commands.add_parser("serve", help="run the OCSP responder (embedded granian)")
     serve_cmd.add_argument("--config", required=True, help="TOML configuration file")
     serve_cmd.add_argument("--bind", help="HOST:PORT or unix:PATH (overrides server.bind)")
     serve_cmd.add_argument(
@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = RANGES["server.workers"].check(args.workers)
         if problem:
             parser.error(f"--workers {problem}")
-    from .server import serve  # imports gunicorn: only for this command
+    from .server import serve  # imports granian: only for this command
 
     return serve(args.config, args.bind, args.workers)
 

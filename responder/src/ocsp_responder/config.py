@@ -39,10 +39,11 @@ DEFAULT_FETCH_INTERVAL = 300
 DEFAULT_FETCH_TIMEOUT = 10
 DEFAULT_FETCH_MAX_BYTES = 10 * 1024 * 1024
 #: ``[server] max_live_signings``: signatures one worker process makes at once for
-#: requests that wait for them (a nonce, a cache miss). 2: ``workers`` is one per core,
+#: requests that wait for them (a nonce, a cache miss), when a WSGI server runs the app
+#: in threads (a ``serve`` worker signs one at a time). 2: ``workers`` is one per core,
 #: so 2 per worker is 2 x the cores in all, enough to keep every core signing
-#: (cryptography releases the GIL while it signs), while at least ``threads`` - 2 of
-#: each worker's threads (2 of the default 4) stay free for pre-signed answers.
+#: (cryptography releases the GIL while it signs), while other threads stay free for
+#: pre-signed answers.
 DEFAULT_MAX_LIVE_SIGNINGS = 2
 
 
@@ -127,18 +128,21 @@ NAME_RE = PATTERNS["issuer.name"]
 SOURCE_KINDS = CHOICES["issuer.source.kind"]
 
 
-#: The longest request line the embedded HTTP server (gunicorn) can accept, octets.
+#: The longest request line nginx accepts in front of the responder with its default
+#: ``large_client_header_buffers`` (8k), octets: GET targets are bounded below it.
 MAX_REQUEST_LINE = 8190
 #: What a request line holds beside its target: ``HEAD `` and `` HTTP/1.1``.
 REQUEST_LINE_OVERHEAD = len("HEAD ") + len(" HTTP/1.1")
+#: Room for the header fields of a request head beside its request line, octets.
+HEADER_FIELDS_ROOM = 16 * 1024
 
 
 def max_request_target(max_request_size: int) -> int:
     """The longest GET request target answered, characters; a longer one gets HTTP 414.
 
     4/3 x ``max_request_size`` (base64) + 1024 (a path prefix, percent-escapes), but at
-    most what the embedded server's request line can hold (:data:`MAX_REQUEST_LINE`
-    minus :data:`REQUEST_LINE_OVERHEAD`: 8176).
+    most :data:`MAX_REQUEST_LINE` minus :data:`REQUEST_LINE_OVERHEAD` (8176). Under
+    ``serve`` it is counted on the percent-decoded path.
 
     Args:
         max_request_size: ``[server] max_request_size``, octets.
@@ -146,11 +150,18 @@ def max_request_target(max_request_size: int) -> int:
     return min(max_request_size * 4 // 3 + 1024, MAX_REQUEST_LINE - REQUEST_LINE_OVERHEAD)
 
 
-def request_line_limit(max_request_size: int) -> int:
-    """gunicorn's ``limit_request_line`` for ``max_request_size``: the request line of
-    the longest target :func:`max_request_target` allows (at most
-    :data:`MAX_REQUEST_LINE`), so a longer target gets the server's HTTP 414."""
-    return max_request_target(max_request_size) + REQUEST_LINE_OVERHEAD
+def request_head_limit(max_request_size: int) -> int:
+    """The largest request head (request line and header fields) ``serve`` reads,
+    octets; a larger one gets HTTP 431 from granian.
+
+    Room for the longest target :func:`max_request_target` allows even fully
+    percent-encoded (3 octets per character, so the app, not the server, answers 414),
+    plus :data:`REQUEST_LINE_OVERHEAD` and :data:`HEADER_FIELDS_ROOM` (16 KiB).
+
+    Args:
+        max_request_size: ``[server] max_request_size``, octets.
+    """
+    return 3 * max_request_target(max_request_size) + REQUEST_LINE_OVERHEAD + HEADER_FIELDS_ROOM
 
 
 class ConfigError(Exception):
@@ -194,12 +205,14 @@ class ServerConfig:
     Attributes:
         bind: listen address, ``HOST:PORT`` or ``unix:PATH``.
         workers: worker processes.
-        threads: connections each worker serves concurrently (gunicorn gthread).
+        threads: accepted for older config files; no effect (each ``serve`` worker
+            runs the app on its event loop, one request at a time).
         max_live_signings: signatures each worker process makes at once for
             requests that wait for them (with a nonce, or not answered from the
             pre-signed cache); a request that finds all of them taken for 0.25 s is
-            answered tryLater (:class:`~ocsp_responder.responder.Responder`). Below
-            ``threads`` it keeps threads free for pre-signed answers.
+            answered tryLater (:class:`~ocsp_responder.responder.Responder`). It binds
+            for WSGI servers that run the app in several threads; a ``serve`` worker
+            signs one at a time.
         max_request_size: largest accepted request body, octets.
         http_cache_max_age: cap on ``Cache-Control: max-age``, seconds.
         refresh_fraction: fraction of a response's validity after which it is re-signed.

@@ -110,12 +110,16 @@ def print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:
         print(line, file=stream or sys.stderr)
 
 
+#: Each log line: time, process ID, level, logger name, message (granian's lines too).
+LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
 def setup_logging(level: str) -> None:
     """Log to standard error (the journal under systemd) at ``level`` (``info`` ...),
     each line with time, process ID, level and logger name."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         stream=sys.stderr,
-        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     logging.getLogger("ocsp_responder").setLevel(getattr(logging, level.upper()))

@@ -2,7 +2,7 @@
 
 Counters, histograms and the cache gauges live in one process-wide :class:`Metrics`
 (:func:`get`), created on first use. Under ``ocsp-responder serve`` they use
-prometheus_client's multiprocess mode: each process (the gunicorn master and every
+prometheus_client's multiprocess mode: each process (the main process and every
 worker) writes its values to its own files in ``PROMETHEUS_MULTIPROC_DIR``
 (``[server] metrics_dir``), and a scrape, answered by any worker, adds up the files
 of all of them (:func:`scrape_registry`), so counts never depend on which worker
@@ -313,7 +313,7 @@ def use_multiprocess_dir(directory: Path) -> None:
 
 
 def mark_process_dead(pid: int) -> None:
-    """Forget the cache gauges of process ``pid``, which exited (gunicorn ``child_exit``)."""
+    """Forget the cache gauges of process ``pid``, which exited (a worker replaced by ``serve``)."""
     if multiprocess():
         from prometheus_client import multiprocess as mp
 

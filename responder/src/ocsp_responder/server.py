@@ -1,32 +1,46 @@
-"""``ocsp-responder serve``: the WSGI app under an embedded gunicorn arbiter.
+"""``ocsp-responder serve``: the WSGI app under an embedded granian server.
 
-One process tree in the foreground, fit for a systemd ``ExecStart``: the arbiter
-builds the service (:func:`ocsp_responder.loader.load_service`) and forks
-``[server] workers`` workers (gthread, ``threads`` connections each) that inherit
-it; a worker that dies is replaced. Signals are gunicorn's:
+One process tree in the foreground, fit for a systemd ``ExecStart``: the main process
+builds the service (:func:`ocsp_responder.loader.load_service`), opens the one
+listening socket and forks ``[server] workers`` granian workers (native HTTP/1.1
+parsing and connections, one event loop each) that inherit both; each serves the app
+through :class:`~ocsp_responder.rsgi.RSGIApp`. Every worker accepts on the same
+socket, so a worker that is replaced resets no queued connection. A worker that dies
+is replaced after :data:`RESPAWN_DELAY` seconds (two deaths of one worker within
+5.5 s: granian stops the service, exit code 1, for systemd to restart it).
 
-* SIGHUP: re-read the config file. A config with problems is logged and the running
-  one kept; a good one replaces it in freshly started workers (old ones drain).
-  Under systemd socket activation (``LISTEN_FDS``: the role's ``ocsp-responder.socket``
-  for a ``unix:PATH`` bind) the sockets systemd handed over are kept whatever
-  ``bind`` says now (a warning names the new value): a new bind takes effect when
-  the socket unit and the service are restarted.
-* SIGTERM: graceful stop: stop accepting, finish in-flight requests, exit.
+The socket: ``HOST:PORT``; ``unix:PATH`` (mode 0660, a stale socket file at PATH is
+removed first); or, under systemd socket activation (``LISTEN_FDS``: the role's
+``ocsp-responder.socket`` for a ``unix:PATH`` bind), the socket systemd handed over,
+whatever ``bind`` says.
+
+Signals:
+
+* SIGHUP: re-read the config file in the main process. A config with problems is
+  logged and the running one kept; a good one is taken by fresh workers, started one
+  at a time while the old ones drain. ``bind`` and ``metrics_dir`` keep their values
+  until a restart (a warning names the new value).
+* SIGTERM, SIGINT: graceful stop: stop accepting, finish in-flight requests (at most
+  :data:`GRACEFUL_TIMEOUT` seconds), exit 0.
 
 Before anything else ``serve`` makes ``[server] metrics_dir`` prometheus_client's
 multiprocess directory (emptied of the ``*.db`` files of an earlier run), so the
-metrics of all workers add up; gunicorn's ``child_exit`` hook forgets the gauges of
-a worker that exited (:mod:`ocsp_responder.metrics`). A directory ``serve`` made
-under the system's temporary directory is removed when it stops.
+metrics of all workers add up; the gauges of a replaced worker are forgotten
+(:mod:`ocsp_responder.metrics`). A directory ``serve`` made under the system's
+temporary directory is removed when it stops.
 
 The workers share one pre-signed store (:mod:`ocsp_responder.cache`), the SQLite
 file :data:`PRESIGNED_STORE` in ``$RUNTIME_DIRECTORY`` (systemd's
 ``RuntimeDirectory=``) or in a directory of its own under the temporary directory;
 ``serve`` empties it at start, so a restart signs afresh.
 
-HTTP limits: the request line is limited to
-:func:`~ocsp_responder.config.request_line_limit` of ``max_request_size`` (a longer
-GET target gets HTTP 414 from gunicorn); bodies are bounded by the app (413).
+HTTP limits: a request head larger than
+:func:`~ocsp_responder.config.request_head_limit` of ``max_request_size`` gets HTTP
+431 from granian, a longer GET target than
+:func:`~ocsp_responder.config.max_request_target` 414 from the app, a body over
+``max_request_size`` 413. A request head must arrive within
+:data:`HEADER_READ_TIMEOUT` seconds, and an idle keep-alive connection is closed
+after as long; a POST body gets :data:`~ocsp_responder.rsgi.BODY_TIMEOUT` (then 408).
 """
 
 from __future__ import annotations
@@ -34,16 +48,22 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from granian._granian import ListenerSpec, SocketHolder, UnixListenerSpec
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server.mp import MPServer
 
 from . import metrics
-from .config import ConfigError, read_config, request_line_limit
-from .loader import Service, load_service, print_problems, setup_logging
+from .config import ConfigError, read_config, request_head_limit
+from .loader import LOG_FORMAT, Service, load_service, print_problems, setup_logging
+from .rsgi import RSGIApp
 from .status_data import utc_now
 
 log = logging.getLogger("ocsp_responder")
@@ -52,14 +72,116 @@ log = logging.getLogger("ocsp_responder")
 #: tmpfs), else in a directory ``serve`` makes under the temporary directory.
 PRESIGNED_STORE = "presigned.sqlite3"
 
-#: gunicorn's worker timeout, graceful stop timeout and keep-alive, seconds.
-WORKER_TIMEOUT = 30
+#: Seconds a worker gets to finish its in-flight requests at a stop or replacement
+#: before it is killed.
 GRACEFUL_TIMEOUT = 10
-KEEPALIVE = 5
+#: Seconds a request head may take to arrive; also how long an idle keep-alive
+#: connection is kept.
+HEADER_READ_TIMEOUT = 10
+#: Seconds between starting a fresh worker and stopping the one it replaces (SIGHUP).
+RESPAWN_DELAY = 1.0
+#: Pending connections the listening socket queues (granian's default).
+BACKLOG = 1024
+#: Mode of a ``unix:PATH`` socket that ``serve`` creates itself.
+UNIX_SOCKET_MODE = 0o660
 
 
-class GunicornServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn embedded: the service is built in the arbiter, workers inherit it.
+def _parse_bind(bind: str) -> tuple[str, int, Path | None]:
+    """``HOST:PORT`` or ``unix:PATH`` (checked by :func:`~ocsp_responder.config.check_bind`)
+    as granian's (address, port, uds)."""
+    if bind.startswith("unix:"):
+        return "127.0.0.1", 0, Path(bind[len("unix:") :])
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port), None
+
+
+def _activated_socket() -> tuple[int, bool] | None:
+    """The socket systemd handed over (``LISTEN_PID`` is this process, ``LISTEN_FDS`` >=
+    1, sd_listen_fds(3)): (file descriptor 3, whether it is a unix socket); None when
+    not socket-activated. The variables are removed, so workers do not see them."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count < 1:
+        return None
+    if count > 1:
+        log.warning("systemd handed over %d sockets: serving on the first only", count)
+    probe = socket.socket(fileno=3)
+    try:
+        return 3, probe.family == socket.AF_UNIX
+    finally:
+        probe.detach()
+
+
+def log_dictconfig() -> dict[str, Any]:
+    """granian's logging config: its lines in our format, on standard error."""
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    return {
+        "formatters": {
+            "generic": {"()": "logging.Formatter", "fmt": LOG_FORMAT},
+            "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
+        },
+        "handlers": {
+            "console": {**handler, "formatter": "generic"},
+            "access": {**handler, "formatter": "access"},
+        },
+    }
+
+
+class _Granian(MPServer):
+    """granian's multi-process server with one shared socket opened in the main process
+    (or systemd's), and the gauges of replaced workers forgotten."""
+
+    display_bind = ""
+
+    @property
+    def _bind_addr_fmt(self) -> str:
+        return self.display_bind
+
+    def _init_shared_socket(self) -> None:
+        activated = _activated_socket()
+        holder: Any  # granian's SocketHolder (its stub lacks the constructor's arguments)
+        if activated is not None:
+            fd, is_uds = activated
+            holder = SocketHolder(fd, is_uds, self.backlog)  # type: ignore[call-arg]
+            self.bind_uds = None  # systemd's file: never removed at shutdown
+            self.display_bind = f"the socket systemd handed over (fd {fd})"
+        elif self.bind_uds is not None:
+            path = Path(self.bind_uds)
+            if path.is_socket():  # left by a run that did not stop cleanly
+                path.unlink()
+            holder = UnixListenerSpec(str(path), self.backlog, UNIX_SOCKET_MODE).build()
+            self.display_bind = f"unix:{path}"
+        else:
+            holder = ListenerSpec(self.bind_addr, self.bind_port, self.backlog).build()
+            self.display_bind = f"{self.bind_addr}:{self.bind_port}"
+        self._shd = holder
+        self._ssp = None
+        self._sfd = holder.get_fd()
+        self._sso = socket.socket(fileno=self._sfd)
+        self._sso.set_inheritable(True)
+
+    def _respawn_workers(
+        self,
+        workers: list[int],
+        spawn_target: Any,  # noqa: ANN401 (granian's untyped callables)
+        target_loader: Any,  # noqa: ANN401
+        delay: float = 0,
+    ) -> None:
+        replaced = [self.wrks[idx].inner.pid for idx in workers]
+        super()._respawn_workers(workers, spawn_target, target_loader, delay)
+        for pid in replaced:
+            if pid is not None:
+                metrics.mark_process_dead(pid)
+
+
+class GranianServer:
+    """granian embedded: the service is built in the main process, workers inherit it.
 
     Args:
         path: the config file (re-read on SIGHUP).
@@ -84,91 +206,75 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         self.store = store
         self.service = service
         self.bind = bind
-        self.workers = workers
         self.metrics_dir = metrics_dir
         self.started_metrics_dir = service.config.server.metrics_dir
-        # systemd socket activation (gunicorn takes the sockets and clears these
-        # variables when its arbiter starts, after the first load_config)
-        self.socket_activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and (
-            os.environ.get("LISTEN_FDS", "0") not in ("", "0")
-        )
         self.started_bind = bind or service.config.server.bind
-        self.loaded = False
-        super().__init__()
-
-    def load_config(self) -> None:
-        """gunicorn's hook, at start and on SIGHUP: (re)build the service, apply settings."""
-        if self.loaded:  # SIGHUP: re-read the file
-            self._reload()
-        self.loaded = True
-        server = self.service.config.server
-        bind = self.bind or server.bind
-        if self.socket_activated and bind != self.started_bind:
-            # gunicorn would close systemd's sockets and bind the new address itself
-            log.warning(
-                "server.bind changed to %s: the sockets systemd handed over stay in use "
-                "until the service and its socket unit are restarted",
-                bind,
-            )
-            bind = self.started_bind
-        settings: dict[str, Any] = {
-            "bind": [bind],
-            "workers": self.workers or server.workers,
-            # gthread keeps nginx's upstream connections alive (sync workers close
-            # every connection, which costs more than the response itself).
-            "worker_class": "gthread",
-            "threads": server.threads,
-            "timeout": WORKER_TIMEOUT,
-            "graceful_timeout": GRACEFUL_TIMEOUT,
-            "keepalive": KEEPALIVE,
-            "limit_request_line": request_line_limit(server.max_request_size),
-            "loglevel": server.log_level,
-            "errorlog": "-",
-            "accesslog": "-" if server.access_log else None,
-            "proc_name": "ocsp-responder",
-            "post_worker_init": _start_watcher,
-            "child_exit": _child_exit,
-            # gunicorn >= 27 opens a control socket under $HOME; a service has no use
-            # for it (and ProtectHome= forbids it).
-            "control_socket_disable": True,
-        }
-        for key, value in settings.items():
-            if key in self.cfg.settings:  # skip settings this gunicorn version lacks
-                self.cfg.set(key, value)
+        server = service.config.server
+        address, port, uds = _parse_bind(self.started_bind)
+        self.granian = _Granian(
+            target="ocsp_responder",  # unused: workers load the app from self
+            address=address,
+            port=port,
+            uds=uds,
+            interface=Interfaces.RSGI,
+            workers=workers or server.workers,
+            loop=Loops.asyncio,
+            http=HTTPModes.http1,
+            websockets=False,
+            backlog=BACKLOG,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=HEADER_READ_TIMEOUT * 1000,  # milliseconds
+                keep_alive=True,
+                max_buffer_size=request_head_limit(server.max_request_size),
+            ),
+            log_level=LogLevels(server.log_level),
+            log_dictconfig=log_dictconfig(),
+            log_access=server.access_log,
+            respawn_failed_workers=True,
+            respawn_interval=RESPAWN_DELAY,
+            workers_kill_timeout=GRACEFUL_TIMEOUT,
+        )
+        self.granian.on_reload(self._reload)
 
     def _reload(self) -> None:
-        """Replace the service with one built from the file; keep it on problems."""
+        """SIGHUP: replace the service with one built from the file; keep it on problems."""
         try:
             service = load_service(self.path, presigned_store=self.store)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
             return
         log.info("reloaded config %s", self.path)
-        if service.config.server.metrics_dir != self.started_metrics_dir:
+        server = service.config.server
+        if server.metrics_dir != self.started_metrics_dir:
             log.warning(
                 "server.metrics_dir changed: it takes effect at the next start; "
                 "metrics stay in %s",
                 self.metrics_dir,
             )
+        if self.bind is None and server.bind != self.started_bind:
+            where = (
+                "the socket systemd handed over stays in use until the service and its "
+                "socket unit are restarted"
+                if self.granian.display_bind.startswith("the socket systemd")
+                else f"{self.started_bind} stays in use until the service is restarted"
+            )
+            log.warning("server.bind changed to %s: %s", server.bind, where)
         self.service = service
 
-    def load(self) -> Any:  # noqa: ANN401 (the WSGI callable, as gunicorn types it)
-        """gunicorn's hook in each worker: the WSGI app."""
-        return self.service.app
+    def _worker_app(self) -> Any:  # noqa: ANN401 (an RSGIApp; granian wants a callable)
+        """granian's loader, in each worker after the fork: the RSGI app (an
+        :class:`~ocsp_responder.rsgi.RSGIApp`)."""
+        service = self.service
+        service.app.prepare()  # the status watcher of this worker
+        return RSGIApp(service.app, service.config.server.max_request_size)
 
-
-def _start_watcher(worker: Any) -> None:  # noqa: ANN401 (gunicorn Worker, untyped)
-    """post_worker_init: start the status watcher before the worker serves."""
-    worker.wsgi.prepare()
-
-
-def _child_exit(server: Any, worker: Any) -> None:  # noqa: ANN401 (gunicorn, untyped)
-    """child_exit: forget the gauges of a worker that exited."""
-    metrics.mark_process_dead(worker.pid)
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (granian's loop, in this process)."""
+        self.granian.serve(target_loader=self._worker_app, wrap_loader=False)
 
 
 def serve(path: str, bind: str | None, workers: int | None) -> int:
-    """Run the responder under gunicorn until SIGTERM/SIGINT.
+    """Run the responder under granian until SIGTERM/SIGINT.
 
     Args:
         path: the config file.
@@ -196,7 +302,7 @@ def serve(path: str, bind: str | None, workers: int | None) -> int:
     try:
         return _serve(path, bind, workers, metrics_dir, store)
     finally:
-        if os.getpid() == owner:  # not in a gunicorn worker leaving
+        if os.getpid() == owner:  # not in a worker leaving
             for directory in temporary:
                 shutil.rmtree(directory, ignore_errors=True)
 
@@ -242,7 +348,7 @@ def _serve(
         problem = issuer.unavailable(now)
         if problem is not None:
             log.error("answering tryLater: %s", problem)
-    GunicornServer(
+    GranianServer(
         path, service, bind=bind, workers=workers, metrics_dir=metrics_dir, store=store
     ).run()
     return 0

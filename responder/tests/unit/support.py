@@ -289,7 +289,7 @@ def call(
     raw_uri: bool = True,
     content_length: bool = True,
 ) -> Reply:
-    """Call the WSGI ``app`` once, as gunicorn would, and collect its answer.
+    """Call the WSGI ``app`` once, as a WSGI server would, and collect its answer.
 
     Args:
         app: the WSGI callable.
