@@ -260,11 +260,7 @@ class OCSPApp:
             body, response = self._serve(environ, start_response, method)
         except Exception as exc:
             self.errors.report(exc)
-            headers = [
-                ("Cache-Control", NO_STORE),
-                ("Content-Type", CONTENT_TYPE),
-                ("Content-Length", str(len(INTERNAL_ERROR))),
-            ]
+            headers = internal_error_headers()
             # exc_info lets a server replace headers not yet sent (PEP 3333).
             start_response("200 OK", headers, sys.exc_info())
             body = [] if method == "HEAD" else [INTERNAL_ERROR]
@@ -292,7 +288,7 @@ class OCSPApp:
             except Exception as exc:  # never a 200 (a healthy look) when it failed
                 self.monitoring_errors.report(exc)
                 text = b"internal error (logged)\n"
-                status, headers = "500 Internal Server Error", _text_headers(text)
+                status, headers = "500 Internal Server Error", text_headers(text)
             start_response(status, headers)
             return ([] if method == "HEAD" else [text]), None
         head = method == "HEAD"
@@ -388,7 +384,9 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.removeprefix("W/") == etag for tag in tags)
 
 
-def _text_headers(body: bytes, extra: Headers | None = None) -> Headers:
+def text_headers(body: bytes, extra: Headers | None = None) -> Headers:
+    """Headers of a plain-text (UTF-8) answer of ``body`` octets, never cached, followed
+    by ``extra`` (list of (name, value))."""
     return [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
@@ -397,11 +395,21 @@ def _text_headers(body: bytes, extra: Headers | None = None) -> Headers:
     ]
 
 
+def internal_error_headers() -> Headers:
+    """Headers of the OCSP ``internalError`` answer (:data:`INTERNAL_ERROR`, HTTP 200,
+    never cached) sent when serving a request raised; a new list each call."""
+    return [
+        ("Cache-Control", NO_STORE),
+        ("Content-Type", CONTENT_TYPE),
+        ("Content-Length", str(len(INTERNAL_ERROR))),
+    ]
+
+
 def _plain(
     start_response: StartResponse, status: str, text: str, extra: Headers | None = None
 ) -> list[bytes]:
     body = text.encode()
-    start_response(status, _text_headers(body, extra))
+    start_response(status, text_headers(body, extra))
     return [body]
 
 

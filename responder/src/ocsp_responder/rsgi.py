@@ -39,7 +39,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .http import CONTENT_TYPE, NO_STORE, ErrorLog, OCSPApp
+from .http import ErrorLog, OCSPApp, internal_error_headers, text_headers
 from .responder import INTERNAL_ERROR
 
 log = logging.getLogger(__name__)
@@ -124,18 +124,14 @@ class RSGIApp:
                 read = await self._body(environ, proto)
                 if isinstance(read, _Refusal):
                     log.info("%s", read.reason)
-                    proto.response_bytes(read.status, _text_headers(read.text), read.text)
+                    proto.response_bytes(read.status, text_headers(read.text, [_CLOSE]), read.text)
                     return
                 environ["wsgi.input"], close = read
             status, headers, content = self._call(environ)
         except Exception as exc:
             self.errors.report(exc)
             status = 200
-            headers = [
-                ("Cache-Control", NO_STORE),
-                ("Content-Type", CONTENT_TYPE),
-                ("Content-Length", str(len(INTERNAL_ERROR))),
-            ]
+            headers = internal_error_headers()
             content = b"" if scope.method == "HEAD" else INTERNAL_ERROR
             close = False
         if close:
@@ -204,16 +200,6 @@ async def _drain(proto: Any) -> None:  # noqa: ANN401 (granian's)
                     return
     except Exception:  # noqa: S110 (timed out, broken framing, a client gone: answer anyway)
         pass
-
-
-def _text_headers(text: bytes) -> list[tuple[str, str]]:
-    """Headers of a plain-text answer after which the connection is closed."""
-    return [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(text))),
-        ("Cache-Control", NO_STORE),
-        _CLOSE,
-    ]
 
 
 def _environ(scope: Any) -> dict[str, Any]:  # noqa: ANN401 (granian's scope)
