@@ -43,6 +43,8 @@ from responder_process import (
 )
 from scenario import IssuingCA, LiveIssuer, Pki, new_issuing_ca
 
+from ocsp_responder import request as request_module
+
 OK = ocsp.OCSPResponseStatus.SUCCESSFUL
 MALFORMED = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
@@ -668,3 +670,57 @@ def test_mutated_requests_never_get_5xx(target: Target) -> None:
     longest = max(target.server.log_text()[since:].splitlines(), key=len, default="")
     assert len(longest) < 600, f"a log line of {len(longest)} characters: {longest[:300]}"
     assert elapsed < 60, f"{FUZZ_COUNT} requests took {elapsed:.0f} s"
+
+
+def _outcome(der: bytes) -> object:
+    """What :func:`decode_request` makes of ``der``: the Request's fields (hash algorithm
+    name, issuer hashes, serial, nonce), or the MalformedRequest message."""
+    try:
+        decoded = request_module.decode_request(der)
+    except request_module.MalformedRequest as exc:
+        return f"malformedRequest: {exc}"
+    cert_id = decoded.cert_id
+    return (
+        cert_id.hash_algorithm.name,
+        cert_id.issuer_name_hash,
+        cert_id.issuer_key_hash,
+        cert_id.serial_number,
+        decoded.nonce,
+    )
+
+
+def test_fast_path_agrees_with_the_full_check(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request decoder's fast path (the request is exactly what cryptography's
+    OCSPRequestBuilder encodes: v1, no singleRequestExtensions) decides every request
+    the same way as the asn1crypto check alone: the same Request or the same
+    malformedRequest message, over the openssl-made seeds and FUZZ_COUNT mutations
+    of them. openssl's own requests (with and without nonce, SHA-1 and SHA-256
+    CertIDs) take the fast path."""
+    seeds = fuzz_seeds(target)
+    nonce_sha1 = make_request(
+        target.workdir / "fp-nonce.der",
+        target.issuing.ca.cert,
+        [target.issuing.leaves["a"].cert],
+        nonce=True,
+    )
+    for der in (target.request, seeds[1], nonce_sha1):
+        assert request_module._is_canonical_v1(der, ocsp.load_der_ocsp_request(der)), der.hex()
+    mutator = Mutator(seeds, FUZZ_SEED)
+    corpus = [*seeds, nonce_sha1, *(mutator.next() for _ in range(FUZZ_COUNT))]
+    fast = [_outcome(der) for der in corpus]
+    took_fast = 0
+    for der in corpus:
+        try:
+            took_fast += request_module._is_canonical_v1(der, ocsp.load_der_ocsp_request(der))
+        except Exception:
+            continue
+    monkeypatch.setattr(request_module, "_is_canonical_v1", lambda der, parsed: False)
+    full = [_outcome(der) for der in corpus]
+    differ = [(der.hex(), a, b) for der, a, b in zip(corpus, fast, full, strict=True) if a != b]
+    assert not differ, differ[:5]
+    refused = sum(isinstance(outcome, str) for outcome in full)
+    # both paths were exercised, and both outcomes occur
+    assert 0 < took_fast < len(corpus), took_fast
+    assert 0 < refused < len(corpus), refused
