@@ -237,4 +237,3 @@ class Responder:
                 self._unavailable[issuer.name] = problem
                 log.error("answering tryLater: %s", problem)
         return problem is None
-
